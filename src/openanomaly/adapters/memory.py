@@ -1,0 +1,213 @@
+"""In-memory implementations of every port. They record what happened (``written``, ``saved``,
+``submitted``) so unit tests assert on effects instead of mocking calls. The same contract tests
+run against these and the real adapters."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from openanomaly.core.records import Job, ModelVersion, OutputSeries
+from openanomaly.core.series import Forecast, SeriesBatch
+from openanomaly.core.spec import ModelSpec, Pipeline
+from openanomaly.errors import NotFound
+
+
+class MemoryMetrics:
+    """A tiny TSDB: ``query_range`` returns the stored batch on the asked grid (the query text
+    selects a stored batch by name), ``write`` records every series written."""
+
+    def __init__(self, batches: dict[str, SeriesBatch] | None = None) -> None:
+        self.batches = dict(batches or {})
+        self.written: list[OutputSeries] = []
+        self.queries: list[tuple[str, int, int, int]] = []
+
+    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        self.queries.append((query, start, end, step))
+        source = self.batches.get(query, SeriesBatch.empty())
+        return source.on_grid(start, end, step)
+
+    def write(self, series: Sequence[OutputSeries]) -> int:
+        sent = 0
+        for s in series:
+            ok = np.isfinite(s.values)
+            self.written.append(OutputSeries(dict(s.labels), s.timestamps[ok], s.values[ok]))
+            sent += int(ok.sum())
+        return sent
+
+    def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], dict[int, float]]:
+        """Everything written under metric ``name``: {sorted labels: {timestamp: value}}."""
+        out: dict[tuple[tuple[str, str], ...], dict[int, float]] = {}
+        for s in self.written:
+            if s.labels.get("__name__") == name:
+                key = tuple(sorted(s.labels.items()))
+                out.setdefault(key, {}).update(
+                    zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
+                )
+        return out
+
+
+class MemoryPipelineStore:
+    def __init__(self, pipelines: Iterable[Pipeline] = ()) -> None:
+        self._items = {p.id: p for p in pipelines}
+
+    def list(self) -> list[Pipeline]:
+        return sorted(self._items.values(), key=lambda p: p.id)
+
+    def get(self, pipeline_id: str) -> Pipeline:
+        try:
+            return self._items[pipeline_id]
+        except KeyError:
+            raise NotFound("pipeline", pipeline_id) from None
+
+    def put(self, pipeline: Pipeline) -> None:
+        self._items[pipeline.id] = pipeline
+
+    def delete(self, pipeline_id: str) -> None:
+        if self._items.pop(pipeline_id, None) is None:
+            raise NotFound("pipeline", pipeline_id)
+
+
+class MemoryRegistry:
+    """ModelRegistry and CheckpointStore in one, as the SQL store is."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, list[ModelVersion]] = {}
+        self._active: dict[str, str] = {}
+        self._checkpoints: dict[str, int] = {}
+
+    def record(self, version: ModelVersion, *, activate: bool = True) -> None:
+        self._versions.setdefault(version.pipeline_id, []).insert(0, replace(version))
+        if activate:
+            self._active[version.pipeline_id] = version.version
+
+    def active(self, pipeline_id: str) -> ModelVersion | None:
+        want = self._active.get(pipeline_id)
+        return next((v for v in self.versions(pipeline_id) if v.version == want), None)
+
+    def versions(self, pipeline_id: str) -> list[ModelVersion]:
+        return list(self._versions.get(pipeline_id, []))
+
+    def activate(self, pipeline_id: str, version: str) -> None:
+        if not any(v.version == version for v in self.versions(pipeline_id)):
+            raise NotFound("model version", f"{pipeline_id}/{version}")
+        self._active[pipeline_id] = version
+
+    def last_end(self, pipeline_id: str) -> int | None:
+        return self._checkpoints.get(pipeline_id)
+
+    def advance(self, pipeline_id: str, end: int) -> None:
+        self._checkpoints[pipeline_id] = max(end, self._checkpoints.get(pipeline_id, end))
+
+
+class MemoryArtifactStore:
+    def __init__(self) -> None:
+        self.saved: dict[str, bytes] = {}
+
+    def save(self, key: str, data: bytes) -> None:
+        self.saved[key] = bytes(data)
+
+    def load(self, key: str) -> bytes:
+        try:
+            return self.saved[key]
+        except KeyError:
+            raise NotFound("artifact", key) from None
+
+    def delete(self, key: str) -> None:
+        self.saved.pop(key, None)
+
+
+class RecordingDispatcher:
+    """Records jobs and, when given a handler, runs them at once in the caller's thread."""
+
+    def __init__(self, handler: object | None = None) -> None:
+        self.submitted: list[Job] = []
+        self._handler = handler
+        self._lock = threading.Lock()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self.submitted.append(job)
+        if callable(self._handler):
+            self._handler(job)
+
+    def close(self) -> None:
+        return None
+
+
+class MeanEngine:
+    """A fake engine: per-series mean and standard deviation of the training data. Enough to
+    drive the Trainer and Inferencer in unit tests without any real model."""
+
+    requires_fit = True
+
+    def __init__(self, *, z: float = 3.0) -> None:
+        self.z = z
+        self.keys_: list[str] = []
+        self.mean_ = np.empty(0)
+        self.std_ = np.empty(0)
+
+    def fit(self, history: SeriesBatch) -> MeanEngine:
+        self.keys_ = list(history.keys)
+        self.mean_ = np.nanmean(history.values, axis=1)
+        self.std_ = np.nan_to_num(np.nanstd(history.values, axis=1)) + 1e-9
+        return self
+
+    def known(self, keys: Sequence[str]) -> np.ndarray:
+        have = set(self.keys_)
+        return np.array([k in have for k in keys], dtype=bool)
+
+    def predict(self, context: SeriesBatch, timestamps: np.ndarray, interval: float) -> Forecast:
+        pos = {k: i for i, k in enumerate(self.keys_)}
+        rows = [pos[k] for k in context.keys]
+        yhat = np.repeat(self.mean_[rows, None], timestamps.size, axis=1)
+        half = np.repeat(self.z * self.std_[rows, None], timestamps.size, axis=1)
+        return Forecast(yhat, yhat - half, yhat + half)
+
+    def dumps(self) -> bytes:
+        return json.dumps(
+            {"keys": self.keys_, "mean": self.mean_.tolist(), "std": self.std_.tolist()}
+        ).encode()
+
+    @classmethod
+    def loads(cls, data: bytes) -> MeanEngine:
+        state = json.loads(data)
+        engine = cls()
+        engine.keys_ = state["keys"]
+        engine.mean_, engine.std_ = np.array(state["mean"]), np.array(state["std"])
+        return engine
+
+
+class ColdMeanEngine(MeanEngine):
+    """Cold start for the fake: the mean and spread of the context itself."""
+
+    requires_fit = False
+
+    def known(self, keys: Sequence[str]) -> np.ndarray:
+        return np.ones(len(keys), dtype=bool)
+
+    def predict(self, context: SeriesBatch, timestamps: np.ndarray, interval: float) -> Forecast:
+        return MeanEngine(z=self.z).fit(context).predict(context, timestamps, interval)
+
+
+class MemoryEngineFactory:
+    """EngineFactory over the fake engines; records which models were created and loaded."""
+
+    def __init__(self) -> None:
+        self.created = 0
+        self.loaded = 0
+
+    def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
+        self.created += 1
+        return MeanEngine()
+
+    def load(self, spec: ModelSpec, data: bytes, *, step: int) -> MeanEngine:
+        self.loaded += 1
+        return MeanEngine.loads(data)
+
+    def cold_start(self, *, step: int) -> ColdMeanEngine:
+        return ColdMeanEngine()

@@ -1,0 +1,84 @@
+"""One exception tree for OpenAnomaly. Adapters translate library errors into it; the API maps
+it to HTTP status codes in one place (``api/errors.py``); the CLI prints ``str(exc)``.
+
+    OpenAnomalyError
+    ├── ConfigError          bad settings or pipeline spec (carries where: file, line, field)
+    ├── NotFound             no such pipeline / model version / artifact
+    ├── Conflict             already exists
+    ├── TsdbError            talking to the TSDB failed
+    │   ├── QueryError       the TSDB refused the query (bad PromQL...): its own message
+    │   ├── TsdbUnavailable  connection refused, timeout, 5xx/429 after retries
+    │   └── WriteRejected    remote write refused with a 4xx (not retried)
+    ├── NoData               the query returned no series in the range
+    └── EngineError          a model engine failed
+        ├── EngineNotInstalled  the optional extra is missing (names it)
+        └── UnknownModel        no such engine/model name (lists the known ones)
+"""
+
+from __future__ import annotations
+
+
+class OpenAnomalyError(Exception):
+    """Base of every error OpenAnomaly raises on purpose."""
+
+
+class ConfigError(OpenAnomalyError):
+    def __init__(self, message: str, *, where: str | None = None) -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class NotFound(OpenAnomalyError):
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind, self.ident = kind, ident
+        super().__init__(f"{kind} not found: {ident}")
+
+
+class Conflict(OpenAnomalyError):
+    def __init__(self, kind: str, ident: str) -> None:
+        self.kind, self.ident = kind, ident
+        super().__init__(f"{kind} already exists: {ident}")
+
+
+class TsdbError(OpenAnomalyError):
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        self.url, self.status = url, status
+        super().__init__(message)
+
+
+class QueryError(TsdbError):
+    """The TSDB understood the request and refused it; ``str()`` is the TSDB's own message."""
+
+
+class TsdbUnavailable(TsdbError):
+    """The TSDB could not be reached or kept failing (5xx, 429, timeouts) after retries."""
+
+
+class WriteRejected(TsdbError):
+    """Remote write refused with a 4xx other than 429: retrying would not help."""
+
+
+class EngineError(OpenAnomalyError):
+    """A model engine failed to fit or predict."""
+
+
+class EngineNotInstalled(EngineError):
+    def __init__(self, engine: str, extra: str) -> None:
+        self.engine, self.extra = engine, extra
+        super().__init__(
+            f"engine {engine!r} is not installed: pip install 'openanomaly[{extra}]'"
+        )
+
+
+class UnknownModel(EngineError):
+    def __init__(self, what: str, name: str, known: list[str]) -> None:
+        self.name, self.known = name, known
+        super().__init__(f"unknown {what} {name!r}; known: {', '.join(sorted(known))}")
+
+
+class NoData(OpenAnomalyError):
+    """The query returned no series in the asked range."""
+
+    def __init__(self, query: str, start: int, end: int) -> None:
+        self.query, self.start, self.end = query, start, end
+        super().__init__(f"no data for {query!r} between {start} and {end}")

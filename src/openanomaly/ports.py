@@ -1,0 +1,134 @@
+"""The ports: small Protocols named by role. Adapters live in ``adapters/`` and ``engines/``;
+in-memory fakes of every port live in ``adapters/memory.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol, Self, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from openanomaly.core.records import Job, ModelVersion, OutputSeries
+from openanomaly.core.series import Forecast, IntArray, SeriesBatch
+from openanomaly.core.spec import ModelSpec, Pipeline
+
+
+@runtime_checkable
+class MetricsReader(Protocol):
+    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        """Every series of ``query`` on the grid ``start, start+step, ... <= end`` (unix s)."""
+        ...
+
+
+@runtime_checkable
+class MetricsWriter(Protocol):
+    def write(self, series: Sequence[OutputSeries]) -> int:
+        """Write all samples (non-finite values are dropped); returns how many were sent."""
+        ...
+
+
+class ModelEngine(Protocol):
+    """A forecasting model over a whole panel of series (statsforecast/sklearn contract:
+    ``fit`` returns self, learned state lives in attributes ending in ``_``)."""
+
+    requires_fit: bool
+
+    def fit(self, history: SeriesBatch) -> Self:
+        """Learn from ``history``; series are identified by ``history.keys``."""
+        ...
+
+    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """Which series this fitted model can forecast (the rest get a cold-start model)."""
+        ...
+
+    def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
+        """Forecast ``timestamps`` (all after ``context``) with a central ``interval`` band."""
+        ...
+
+    def dumps(self) -> bytes:
+        """The fitted state as bytes for the ArtifactStore."""
+        ...
+
+
+class EngineFactory(Protocol):
+    def create(self, spec: ModelSpec, *, step: int) -> ModelEngine: ...
+
+    def load(self, spec: ModelSpec, data: bytes, *, step: int) -> ModelEngine: ...
+
+    def cold_start(self, *, step: int) -> ModelEngine:
+        """A model that needs no training, for series that appeared after the last fit."""
+        ...
+
+
+class PipelineStore(Protocol):
+    def list(self) -> list[Pipeline]: ...
+
+    def get(self, pipeline_id: str) -> Pipeline:
+        """Raises NotFound."""
+        ...
+
+    def put(self, pipeline: Pipeline) -> None:
+        """Create or replace."""
+        ...
+
+    def delete(self, pipeline_id: str) -> None:
+        """Raises NotFound."""
+        ...
+
+
+class ModelRegistry(Protocol):
+    def record(self, version: ModelVersion, *, activate: bool = True) -> None: ...
+
+    def active(self, pipeline_id: str) -> ModelVersion | None: ...
+
+    def versions(self, pipeline_id: str) -> list[ModelVersion]:
+        """Newest first."""
+        ...
+
+    def activate(self, pipeline_id: str, version: str) -> None:
+        """Raises NotFound."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Where each pipeline's inference has got to (the end of its last written window)."""
+
+    def last_end(self, pipeline_id: str) -> int | None: ...
+
+    def advance(self, pipeline_id: str, end: int) -> None:
+        """Move the checkpoint forward to ``end``; never backwards."""
+        ...
+
+
+class ArtifactStore(Protocol):
+    def save(self, key: str, data: bytes) -> None:
+        """Atomic: readers see the old object or the new one, never half of it."""
+        ...
+
+    def load(self, key: str) -> bytes:
+        """Raises NotFound."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class JobDispatcher(Protocol):
+    def submit(self, job: Job) -> None: ...
+
+    def close(self) -> None:
+        """Finish what was submitted and release workers."""
+        ...
+
+
+class Scheduler(Protocol):
+    def sync(self, pipelines: Iterable[Pipeline]) -> None:
+        """Make the scheduled jobs match the enabled pipelines."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+Clock = Callable[[], float]
