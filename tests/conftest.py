@@ -1,0 +1,49 @@
+"""Shared fixtures. Real servers are session-scoped (started once, on free loopback ports, in
+temp directories, stopped at the end); tests keep apart by writing series with a random id."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+from tests.servers import RecordingProxy, TsdbServer, start_prometheus, start_victoriametrics
+
+# --- TSDB servers -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TsdbServer]:
+    """Prometheus 2.x with the remote-write receiver on, no scrape targets."""
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def victoriametrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TsdbServer]:
+    """Single-node VictoriaMetrics; call ``.flush()`` after a write to query it at once."""
+    server = start_victoriametrics(tmp_path_factory.mktemp("victoriametrics"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["prometheus", "victoriametrics"])
+def tsdb(request: pytest.FixtureRequest) -> TsdbServer:
+    """Each TSDB in turn, for tests that must pass on every flavor."""
+    server: TsdbServer = request.getfixturevalue(request.param)
+    return server
+
+
+@pytest.fixture
+def recording_proxy() -> Iterator[Callable[..., RecordingProxy]]:
+    """A factory of ``RecordingProxy(upstream, require=...)``, all closed after the test."""
+    proxies: list[RecordingProxy] = []
+
+    def make(upstream: str, *, require: Mapping[str, str] | None = None) -> RecordingProxy:
+        proxies.append(RecordingProxy(upstream, require=require))
+        return proxies[-1]
+
+    yield make
+    for proxy in proxies:
+        proxy.close()

@@ -1,0 +1,277 @@
+"""PrometheusReader and RemoteWriteWriter against real Prometheus and VictoriaMetrics.
+
+Every test writes series labelled with its own random ``run`` id, within the last half hour
+(a fresh Prometheus refuses samples more than an hour behind its newest one).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import cramjam
+import httpx
+import numpy as np
+import pytest
+
+from openanomaly.adapters.prometheus.http import TsdbHttpConfig, build_client
+from openanomaly.adapters.prometheus.reader import PrometheusReader
+from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter, write_request_class
+from openanomaly.core.records import OutputSeries
+from openanomaly.core.series import SeriesBatch, series_key
+from openanomaly.errors import QueryError, TsdbUnavailable, WriteRejected
+from tests.servers import RecordingProxy, TsdbServer, basic_auth, free_port
+
+pytestmark = pytest.mark.integration
+
+STEP = 60
+POINTS = 30
+
+Proxy = Callable[..., RecordingProxy]
+
+
+@pytest.fixture
+def run() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def grid() -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The last ``POINTS`` multiples of ``STEP`` up to now."""
+    now = int(time.time()) // STEP * STEP
+    return np.arange(now - (POINTS - 1) * STEP, now + 1, STEP, dtype=np.int64)
+
+
+def writer(server: TsdbServer, **kwargs: Any) -> RemoteWriteWriter:
+    kwargs.setdefault("flavor", server.flavor)
+    return RemoteWriteWriter(server.write_url, **kwargs)
+
+
+def read(server: TsdbServer, query: str, grid: np.ndarray[Any, Any], **kwargs: Any) -> SeriesBatch:
+    return PrometheusReader(server.url, **kwargs).query_range(
+        query, int(grid[0]), int(grid[-1]), STEP
+    )
+
+
+def by_key(batch: SeriesBatch) -> dict[str, np.ndarray[Any, Any]]:
+    return dict(zip(batch.keys, batch.values, strict=True))
+
+
+def decoded_timestamps(proxy: RecordingProxy) -> list[int]:
+    """Millisecond timestamps of every sample the proxy saw being remote-written."""
+    out = []
+    for request in proxy.requests:
+        message = write_request_class()()
+        message.ParseFromString(bytes(cramjam.snappy.decompress_raw(request.body)))
+        out += [s.timestamp for ts in message.timeseries for s in ts.samples]
+    return out
+
+
+def test_written_series_read_back_exactly(tsdb: TsdbServer, run: str, grid: Any) -> None:
+    rng = np.random.default_rng(7)
+    many = [
+        OutputSeries(
+            {"__name__": "oa_it_many", "run": run, "i": str(i)},
+            grid,
+            np.round(rng.normal(100, 20, grid.size), 3),  # VM keeps ~12 significant digits
+        )
+        for i in range(300)
+    ]
+    sent = writer(tsdb, batch_samples=2_000).write(many)
+    tsdb.flush()
+
+    assert sent == 300 * POINTS
+    batch = read(tsdb, f'oa_it_many{{run="{run}"}}', grid)
+    np.testing.assert_array_equal(batch.timestamps, grid)
+    got = by_key(batch)
+    assert len(got) == 300
+    for s in many:
+        assert s.labels in batch.labels
+        np.testing.assert_array_equal(got[series_key(s.labels)], s.values)
+
+
+def test_nan_values_are_gaps_when_read_back(tsdb: TsdbServer, run: str, grid: Any) -> None:
+    values = np.arange(POINTS, dtype=float) * 1.5
+    values[[0, 4, 5, 17]] = np.nan
+    values[9] = np.inf
+    labels = {"__name__": "oa_it_gappy", "run": run, "le": "+Inf"}
+    assert writer(tsdb).write([OutputSeries(labels, grid, values)]) == POINTS - 5
+    tsdb.flush()
+
+    # A plain selector fills a gap from the previous sample (lookback); a 1 s window does not.
+    batch = read(tsdb, f'last_over_time(oa_it_gappy{{run="{run}"}}[1s])', grid)
+    assert batch.labels == (labels,)
+    expected = np.where(np.isfinite(values), values, np.nan)
+    np.testing.assert_array_equal(batch.values[0], expected)
+
+
+def test_a_chunked_read_equals_one_read(tsdb: TsdbServer, run: str, grid: Any) -> None:
+    series = [
+        OutputSeries({"__name__": "oa_it_chunks", "run": run, "s": s}, grid[a:b], grid[a:b] / 60.0)
+        for s, a, b in [("whole", 0, POINTS), ("early", 0, 8), ("late", 22, POINTS)]
+    ]
+    writer(tsdb).write(series)
+    tsdb.flush()
+
+    query = f'last_over_time(oa_it_chunks{{run="{run}"}}[1s])'
+    one = read(tsdb, query, grid)
+    chunked = read(tsdb, query, grid, max_points=4, parallelism=3)
+    assert len(one) == 3
+    assert sorted(chunked.keys) == sorted(one.keys)
+    for key, row in by_key(one).items():
+        np.testing.assert_array_equal(by_key(chunked)[key], row)
+
+
+def test_more_points_than_prometheus_allows_are_read_in_chunks(
+    prometheus: TsdbServer, run: str, grid: Any
+) -> None:
+    labels = {"__name__": "oa_it_long", "run": run}
+    writer(prometheus).write([OutputSeries(labels, grid, np.ones(grid.size))])
+    end = int(grid[-1])
+    start = end - 12_000  # 12,001 points at a 1 s step
+    query = f'oa_it_long{{run="{run}"}}'
+
+    with pytest.raises(QueryError, match="11,000 points"):
+        PrometheusReader(prometheus.url, max_points=20_000).query_range(query, start, end, 1)
+    batch = PrometheusReader(prometheus.url).query_range(query, start, end, 1)
+    assert batch.timestamps.size == 12_001
+    # Prometheus' 5 min lookback repeats each sample for up to 300 s after it.
+    assert np.all(batch.values[0][batch.timestamps >= grid[0]] == 1)
+
+
+@pytest.mark.parametrize(
+    ("flavor", "text"),
+    [("prometheus", "parse error: unclosed left parenthesis"), ("victoriametrics", "argList")],
+)
+def test_bad_promql_is_a_query_error_with_the_servers_message(
+    flavor: str, text: str, request: pytest.FixtureRequest, grid: Any
+) -> None:
+    server: TsdbServer = request.getfixturevalue(flavor)
+    with pytest.raises(QueryError, match=text) as info:
+        read(server, "sum(rate(x[5m])", grid)
+    assert "sum(rate(x[5m])" in str(info.value)
+    assert info.value.status in (400, 422)
+
+
+def test_an_unreachable_tsdb_fails_fast() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(
+        TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/query_range")
+    ):
+        PrometheusReader(url).query_range("up", 0, 600, 60)  # default retries and backoff
+    assert time.monotonic() - started < 2
+    with pytest.raises(
+        TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/write")
+    ):
+        RemoteWriteWriter(f"{url}/api/v1/write", max_retries=2, backoff=0.05).write(
+            [OutputSeries({"__name__": "m"}, np.array([1]), np.array([1.0]))]
+        )
+
+
+def test_prometheus_refuses_a_whole_request_with_an_out_of_bounds_sample(
+    prometheus: TsdbServer, run: str, grid: Any
+) -> None:
+    now = int(grid[-1])
+    fresh = OutputSeries({"__name__": "oa_it_bounds", "run": run}, np.array([now]), np.array([1.0]))
+    old = OutputSeries(
+        {"__name__": "oa_it_bounds", "run": run, "old": "yes"},
+        np.array([now - 3 * 3600]),
+        np.array([2.0]),
+    )
+    w = writer(prometheus, backoff=0.05)
+    w.write([fresh])
+    with pytest.raises(WriteRejected, match="out of bounds") as info:
+        w.write([fresh, old])
+    assert info.value.status == 400
+
+
+def test_prometheus_refuses_rewriting_past_samples(
+    prometheus: TsdbServer, run: str, grid: Any
+) -> None:
+    # Not idempotent: an identical rewrite of samples older than a series' newest is refused
+    # as out of order (only the newest sample may be repeated), and so is the whole request.
+    series = OutputSeries({"__name__": "oa_it_rewrite", "run": run}, grid, np.ones(grid.size))
+    w = writer(prometheus)
+    w.write([series])
+    assert w.write([OutputSeries(series.labels, grid[-1:], series.values[-1:])]) == 1
+    with pytest.raises(WriteRejected, match="out of order sample"):
+        w.write([series])
+
+
+def test_victoriametrics_accepts_identical_rewrites(
+    victoriametrics: TsdbServer, run: str, grid: Any
+) -> None:
+    series = OutputSeries({"__name__": "oa_it_rewrite", "run": run}, grid, np.ones(grid.size))
+    w = writer(victoriametrics)
+    assert w.write([series]) == w.write([series]) == POINTS
+
+
+def test_basic_auth_and_tenant_reach_the_server(
+    victoriametrics: TsdbServer, recording_proxy: Proxy, run: str, grid: Any
+) -> None:
+    required = {"Authorization": basic_auth("oa", "s3cret"), "X-Scope-OrgID": "team-a"}
+    proxy = recording_proxy(victoriametrics.url, require=required)
+    cfg = TsdbHttpConfig(url=proxy.url, username="oa", password="s3cret", tenant="team-a")
+    client = build_client(cfg)
+
+    labels = {"__name__": "oa_it_auth", "run": run}
+    sent = RemoteWriteWriter(cfg.remote_write_url, client=client, flavor="victoriametrics").write(
+        [OutputSeries(labels, grid, np.full(grid.size, 3.0))]
+    )
+    victoriametrics.flush()
+    batch = PrometheusReader(cfg.url, client=client).query_range(
+        f'oa_it_auth{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
+    )
+
+    assert sent == POINTS
+    assert batch.values.tolist() == [[3.0] * POINTS]
+    assert [(r.method, r.path) for r in proxy.requests] == [
+        ("POST", "/api/v1/write"),
+        ("POST", "/api/v1/query_range"),
+    ]
+    for r in proxy.requests:
+        assert r.headers["authorization"] == required["Authorization"]
+        assert r.headers["x-scope-orgid"] == "team-a"
+
+
+def test_missing_or_wrong_credentials_are_refused(
+    victoriametrics: TsdbServer, recording_proxy: Proxy, grid: Any
+) -> None:
+    proxy = recording_proxy(victoriametrics.url, require={"Authorization": "Bearer right"})
+    wrong = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="wrong"))
+    with pytest.raises(QueryError, match="unauthorized") as info:
+        PrometheusReader(proxy.url, client=wrong).query_range("up", 0, 600, 60)
+    assert info.value.status == 401
+    with pytest.raises(WriteRejected, match="HTTP 401"):
+        RemoteWriteWriter(f"{proxy.url}/api/v1/write", client=httpx.Client()).write(
+            [OutputSeries({"__name__": "m"}, grid[:1], np.array([1.0]))]
+        )
+    right = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="right"))
+    PrometheusReader(proxy.url, client=right).query_range("up", 0, 600, 60)
+    assert proxy.requests[-1].headers["authorization"] == "Bearer right"
+    assert "x-scope-orgid" not in proxy.requests[-1].headers
+
+
+@pytest.mark.parametrize("flavor", ["prometheus", "victoriametrics"])
+def test_future_samples_reach_only_victoriametrics(
+    flavor: str, request: pytest.FixtureRequest, recording_proxy: Proxy, run: str, grid: Any
+) -> None:
+    server: TsdbServer = request.getfixturevalue(flavor)
+    proxy = recording_proxy(server.url)
+    now = int(time.time())
+    ts = np.array([now - 30, now + 600, now + 3 * 86400])
+    w = RemoteWriteWriter(f"{proxy.url}/api/v1/write", flavor=server.flavor)
+
+    sent = w.write([OutputSeries({"__name__": "oa_it_future", "run": run}, ts, np.ones(3))])
+
+    sent_ms = decoded_timestamps(proxy)
+    if flavor == "prometheus":
+        assert sent == 1
+        assert sent_ms == [(now - 30) * 1000]
+    else:
+        assert sent == 3
+        assert sent_ms == [t * 1000 for t in ts]
