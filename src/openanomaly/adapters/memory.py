@@ -81,7 +81,9 @@ class MemoryRegistry:
         self._checkpoints: dict[str, int] = {}
 
     def record(self, version: ModelVersion, *, activate: bool = True) -> None:
-        self._versions.setdefault(version.pipeline_id, []).insert(0, replace(version))
+        # Recording a version again (a retried train job) replaces it: one entry, the newest.
+        kept = [v for v in self.versions(version.pipeline_id) if v.version != version.version]
+        self._versions[version.pipeline_id] = [replace(version), *kept]
         if activate:
             self._active[version.pipeline_id] = version.version
 

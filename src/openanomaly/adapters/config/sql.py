@@ -1,0 +1,335 @@
+"""Pipelines, model registry and checkpoints in a SQL database (SQLAlchemy Core).
+
+SQLite is the standalone default; PostgreSQL takes the same URL shape
+(``postgresql+psycopg://user:pw@host/db``). The SQL is kept portable for that: JSON is stored
+as text, upserts are an UPDATE then an INSERT (no dialect-specific ``ON CONFLICT``), times are
+unix seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+from openanomaly.core.records import ModelVersion
+from openanomaly.core.spec import Pipeline
+from openanomaly.errors import ConfigError, NotFound
+from openanomaly.ports import Clock
+
+_KEY = 255  # VARCHAR length for ids: indexable everywhere
+
+metadata = sa.MetaData()
+
+pipelines = sa.Table(
+    "pipelines",
+    metadata,
+    sa.Column("id", sa.String(_KEY), primary_key=True),
+    sa.Column("spec", sa.Text, nullable=False),  # Pipeline as JSON
+    sa.Column("updated_at", sa.Double, nullable=False),
+)
+
+model_versions = sa.Table(
+    "model_versions",
+    metadata,
+    # Insertion order is "newest first" even when two versions share a created_at.
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("pipeline_id", sa.String(_KEY), nullable=False),
+    sa.Column("version", sa.String(_KEY), nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("engine", sa.String(_KEY), nullable=False),
+    sa.Column("model", sa.String(_KEY), nullable=False),
+    sa.Column("spec_hash", sa.String(_KEY), nullable=False),
+    sa.Column("series", sa.BigInteger, nullable=False),
+    sa.Column("artifact", sa.Text, nullable=True),
+    sa.Column("train_start", sa.BigInteger, nullable=False),
+    sa.Column("train_end", sa.BigInteger, nullable=False),
+    sa.Column("fit_seconds", sa.Double, nullable=False),
+    sa.Column("extra", sa.Text, nullable=False),  # dict[str, str] as JSON
+    sa.UniqueConstraint("pipeline_id", "version", name="uq_model_versions_pipeline_version"),
+)
+
+active_models = sa.Table(
+    "active_models",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("version", sa.String(_KEY), nullable=False),
+)
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("last_end", sa.BigInteger, nullable=False),
+)
+
+_VERSION_COLUMNS = [c for c in model_versions.c if c.name != "seq"]
+_WRITE = "openanomaly_write"  # execution option: this transaction will write
+_Versions = list[ModelVersion]  # spelled here: inside SqlStore, ``list`` is the method
+
+
+class SqlStore:
+    """PipelineStore, ModelRegistry and CheckpointStore over one SQL database.
+
+    Tables are created on first use. Every method runs in its own transaction on a pooled
+    connection, so one instance is shared by the API and worker threads. With SQLite the file
+    is put in WAL mode (readers do not block the writer) and writers wait up to
+    ``busy_timeout`` seconds for the lock instead of failing at once; ``sqlite://`` (in memory)
+    gives each thread its own database and suits single-threaded tests only.
+
+    Model versions are not tied to the pipelines table: the registry also serves pipelines kept
+    in a YAML file, and a deleted pipeline keeps its history.
+
+    Args:
+        url: A SQLAlchemy URL: ``sqlite:///path/openanomaly.db``, ``postgresql+psycopg://...``.
+        clock: Unix time for ``updated_at``.
+        busy_timeout: Seconds a SQLite writer waits for another one to finish.
+    """
+
+    def __init__(
+        self, url: str | sa.URL, *, clock: Clock = time.time, busy_timeout: float = 30.0
+    ) -> None:
+        self._clock = clock
+        self.engine = _create_engine(sa.make_url(url), busy_timeout)
+        self._schema_lock = threading.Lock()
+        self._schema_ready = False
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self.engine.dispose()
+
+    # -- PipelineStore -------------------------------------------------------------------------
+
+    def list(self) -> list[Pipeline]:
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.select(pipelines.c.id, pipelines.c.spec).order_by(pipelines.c.id)
+            )
+            return [_pipeline(pid, spec) for pid, spec in rows]
+
+    def get(self, pipeline_id: str) -> Pipeline:
+        with self._tx() as conn:
+            spec = conn.scalar(sa.select(pipelines.c.spec).where(pipelines.c.id == pipeline_id))
+        if spec is None:
+            raise NotFound("pipeline", pipeline_id)
+        return _pipeline(pipeline_id, spec)
+
+    def put(self, pipeline: Pipeline) -> None:
+        values = {"spec": pipeline.model_dump_json(), "updated_at": self._clock()}
+        with self._tx(write=True) as conn:
+            _upsert(conn, pipelines, {"id": pipeline.id}, values)
+
+    def delete(self, pipeline_id: str) -> None:
+        with self._tx(write=True) as conn:
+            gone = conn.execute(pipelines.delete().where(pipelines.c.id == pipeline_id))
+            if not gone.rowcount:
+                raise NotFound("pipeline", pipeline_id)
+
+    # -- ModelRegistry -------------------------------------------------------------------------
+
+    def record(self, version: ModelVersion, *, activate: bool = True) -> None:
+        """Add ``version`` (and make it active) in one transaction.
+
+        Recording a version the pipeline already has replaces it, and it becomes the newest: a
+        retried train job refits the same window under the same version id.
+        """
+        row = dataclasses.asdict(version) | {"extra": json.dumps(version.extra, sort_keys=True)}
+        same = model_versions.delete().where(
+            model_versions.c.pipeline_id == version.pipeline_id,
+            model_versions.c.version == version.version,
+        )
+        with self._tx(write=True) as conn:
+            conn.execute(same)
+            # False only when a concurrent retry of the same job recorded it first (PostgreSQL):
+            # its row describes the same fit, so it stands.
+            _insert_new(conn, model_versions, row)
+            if activate:
+                _set_active(conn, version.pipeline_id, version.version)
+
+    def active(self, pipeline_id: str) -> ModelVersion | None:
+        joined = model_versions.join(
+            active_models,
+            sa.and_(
+                active_models.c.pipeline_id == model_versions.c.pipeline_id,
+                active_models.c.version == model_versions.c.version,
+            ),
+        )
+        query = (
+            sa.select(*_VERSION_COLUMNS)
+            .select_from(joined)
+            .where(active_models.c.pipeline_id == pipeline_id)
+        )
+        with self._tx() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _model_version(row)
+
+    def versions(self, pipeline_id: str) -> _Versions:
+        query = (
+            sa.select(*_VERSION_COLUMNS)
+            .where(model_versions.c.pipeline_id == pipeline_id)
+            .order_by(model_versions.c.seq.desc())
+        )
+        with self._tx() as conn:
+            return [_model_version(row) for row in conn.execute(query)]
+
+    def activate(self, pipeline_id: str, version: str) -> None:
+        exists = sa.select(model_versions.c.seq).where(
+            model_versions.c.pipeline_id == pipeline_id, model_versions.c.version == version
+        )
+        with self._tx(write=True) as conn:
+            if conn.scalar(exists) is None:
+                raise NotFound("model version", _ident(pipeline_id, version))
+            _set_active(conn, pipeline_id, version)
+
+    # -- CheckpointStore -----------------------------------------------------------------------
+
+    def last_end(self, pipeline_id: str) -> int | None:
+        query = sa.select(checkpoints.c.last_end).where(checkpoints.c.pipeline_id == pipeline_id)
+        with self._tx() as conn:
+            value = conn.scalar(query)
+        return None if value is None else int(value)
+
+    def advance(self, pipeline_id: str, end: int) -> None:
+        # The guard is in the UPDATE itself, so concurrent workers cannot move it backwards
+        # between a read and a write.
+        forward = (
+            checkpoints.update()
+            .where(checkpoints.c.pipeline_id == pipeline_id, checkpoints.c.last_end < end)
+            .values(last_end=end)
+        )
+        exists = sa.select(checkpoints.c.last_end).where(checkpoints.c.pipeline_id == pipeline_id)
+        with self._tx(write=True) as conn:
+            if conn.execute(forward).rowcount or conn.scalar(exists) is not None:
+                return
+            if not _insert_new(conn, checkpoints, {"pipeline_id": pipeline_id, "last_end": end}):
+                conn.execute(forward)  # another writer created it meanwhile: move it if behind
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        self._ensure_schema()
+        with self.engine.connect() as conn:
+            if write:
+                conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                yield conn
+
+    def _ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self._schema_lock:
+            if self._schema_ready:
+                return
+            try:
+                self._create_tables()
+            except (ProgrammingError, IntegrityError):
+                # PostgreSQL: another process created them between our check and our CREATE;
+                # the second pass sees them and creates nothing.
+                self._create_tables()
+            self._schema_ready = True
+
+    def _create_tables(self) -> None:
+        # A write transaction: on SQLite, processes starting together then create the tables
+        # one after the other instead of each seeing them missing.
+        with self.engine.connect() as conn:
+            conn.execution_options(**{_WRITE: True})
+            with conn.begin():
+                metadata.create_all(conn)
+
+
+def _create_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
+    if url.get_backend_name() != "sqlite":
+        # Reconnect transparently after a database restart instead of failing one request.
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url)
+    busy_ms = int(busy_timeout * 1000)
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below): pysqlite's own transaction handling skips BEGIN
+        # before SELECT and SAVEPOINT, which breaks isolation and savepoints.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            _enable_wal(cursor, deadline=time.monotonic() + busy_timeout)
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        # A writer takes the write lock up front, waiting up to busy_timeout; upgrading a read
+        # transaction later fails at once with "database is locked" when another writer won.
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _enable_wal(cursor: Any, *, deadline: float) -> None:
+    """Switch the file to WAL (persistent: a no-op once done). Switching needs the file to
+    itself, and SQLite then answers "database is locked" at once, without its busy handler,
+    e.g. when several processes start on a new file together. An in-memory database stays in
+    its own mode (the pragma answers it instead of failing)."""
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _upsert(
+    conn: sa.Connection, table: sa.Table, key: dict[str, Any], values: dict[str, Any]
+) -> None:
+    where = sa.and_(*(table.c[k] == v for k, v in key.items()))
+    if conn.execute(table.update().where(where).values(values)).rowcount:
+        return
+    if not _insert_new(conn, table, key | values):
+        conn.execute(table.update().where(where).values(values))
+
+
+def _insert_new(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bool:
+    """Insert ``row`` unless its key exists; False when it did (created by a concurrent writer:
+    PostgreSQL lets two transactions miss the same row). The savepoint keeps the transaction
+    usable after the failed INSERT."""
+    try:
+        with conn.begin_nested():
+            conn.execute(table.insert().values(row))
+    except IntegrityError:
+        return False
+    return True
+
+
+def _set_active(conn: sa.Connection, pipeline_id: str, version: str) -> None:
+    _upsert(conn, active_models, {"pipeline_id": pipeline_id}, {"version": version})
+
+
+def _pipeline(pipeline_id: str, spec: str) -> Pipeline:
+    try:
+        return Pipeline.model_validate_json(spec)
+    except ValidationError as exc:
+        # Written by an older release whose schema was looser: say which row, not just why.
+        raise ConfigError(str(exc), where=f"stored pipeline {pipeline_id!r}") from None
+
+
+def _model_version(row: sa.Row[Any]) -> ModelVersion:
+    values = dict(row._mapping)
+    values["extra"] = json.loads(values["extra"])
+    return ModelVersion(**values)
+
+
+def _ident(pipeline_id: str, version: str) -> str:
+    return f"{pipeline_id}/{version}"
