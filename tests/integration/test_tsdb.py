@@ -189,17 +189,22 @@ def test_prometheus_refuses_a_whole_request_with_an_out_of_bounds_sample(
     assert info.value.status == 400
 
 
-def test_prometheus_refuses_rewriting_past_samples(
+def test_prometheus_rewrite_of_a_window_counts_as_already_written(
     prometheus: TsdbServer, run: str, grid: Any
 ) -> None:
-    # Not idempotent: an identical rewrite of samples older than a series' newest is refused
-    # as out of order (only the newest sample may be repeated), and so is the whole request.
+    # Prometheus refuses an identical rewrite of samples older than a series' newest as out of
+    # order (only the newest sample may be repeated), and drops the whole request. The writer
+    # takes that as "already written", so running a window twice is harmless.
     series = OutputSeries({"__name__": "oa_it_rewrite", "run": run}, grid, np.ones(grid.size))
     w = writer(prometheus)
-    w.write([series])
+    assert w.write([series]) == POINTS
     assert w.write([OutputSeries(series.labels, grid[-1:], series.values[-1:])]) == 1
-    with pytest.raises(WriteRejected, match="out of order sample"):
-        w.write([series])
+    assert w.write([series]) == 0
+    prometheus.flush()
+    back = PrometheusReader(prometheus.url).query_range(
+        f'oa_it_rewrite{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
+    )
+    assert back.values.tolist() == [[1.0] * POINTS]
 
 
 def test_victoriametrics_accepts_identical_rewrites(

@@ -149,7 +149,7 @@ def test_due_window_catches_up_from_checkpoint_and_bounds_outages() -> None:
     p = pipeline()
     now = T0 + 1000
     w = due_window(p, None, now)
-    assert w is not None and w.end == T0 + 960 and w.start == w.end - 300
+    assert w is not None and w.end == T0 + 960 and w.start == w.end - p.infer.max_catchup
     assert due_window(p, w.end, now) is None
     late = due_window(p, w.end, now + 10 * 3600)
     assert late is not None and late.end - late.start == p.infer.max_catchup

@@ -57,6 +57,8 @@ class WindowScores:
     batch: SeriesBatch
     scored: Scored
     cold: int
+    model_seconds: float = 0.0
+    score_seconds: float = 0.0
 
 
 def score_window(
@@ -72,6 +74,7 @@ def score_window(
     Series that ``model`` does not know (new since the last training, or no model yet) are
     forecast by the engine factory's cold-start model instead of being dropped.
     """
+    t0 = time.perf_counter()
     context = batch.between(start - pipeline.infer.context, start)
     new = batch.between(start, end)
     known = model.known(new.keys) if model is not None else np.zeros(len(new), dtype=bool)
@@ -85,7 +88,10 @@ def score_window(
         cold = engines.cold_start(step=pipeline.step)
         parts.append((cold_rows, cold.predict(context.take(cold_rows), new.timestamps, interval)))
     forecast = Forecast.stack(parts, len(new), new.timestamps.size)
-    return WindowScores(new, score(new.values, forecast, pipeline.scoring), int(cold_rows.size))
+    t1 = time.perf_counter()
+    scored = score(new.values, forecast, pipeline.scoring)
+    t2 = time.perf_counter()
+    return WindowScores(new, scored, int(cold_rows.size), t1 - t0, t2 - t1)
 
 
 class ModelCache:
@@ -142,6 +148,7 @@ class Inferencer:
         t1 = time.perf_counter()
         version = self._active(pipeline)
         model = self._model(pipeline, version)
+        load = time.perf_counter() - t1
         scores = score_window(pipeline, batch, start, end, model, self._engines)
         t2 = time.perf_counter()
         outputs = build_outputs(scores.batch.labels, scores.batch.timestamps, scores.scored,
@@ -155,7 +162,12 @@ class Inferencer:
         result.anomalies = int((s > 1).sum())
         result.cold_series = scores.cold
         result.model_version = version.version if version else None
-        result.timings = {"read": t1 - t0, "model+score": t2 - t1, "write": t3 - t2}
+        result.timings = {
+            "read": t1 - t0,
+            "model": load + scores.model_seconds,
+            "score": scores.score_seconds,
+            "write": t3 - t2,
+        }
         log.info(
             "inferred pipeline=%s window=(%d,%d] series=%d points=%d anomalies=%d cold=%d",
             pipeline.id, start, end, result.series, result.points, result.anomalies,

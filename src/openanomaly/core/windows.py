@@ -9,9 +9,10 @@ from openanomaly.core.trainer import align
 
 def due_window(pipeline: Pipeline, last_end: int | None, now: float) -> InferWindow | None:
     """The window from the last checkpoint up to the latest complete step, or None if no new
-    step is complete yet. A long outage is not replayed past ``infer.max_catchup``."""
+    step is complete yet. A long outage is not replayed past ``infer.max_catchup``, and a new
+    pipeline starts by scoring that much of the recent past."""
     end = align(now - pipeline.delay, pipeline.step)
-    start = end - pipeline.infer.every if last_end is None else last_end
+    start = end - pipeline.infer.max_catchup if last_end is None else last_end
     start = max(start, end - pipeline.infer.max_catchup)
     if end <= start:
         return None

@@ -241,14 +241,30 @@ class RemoteWriteWriter:
             )
         sent = 0
         for body, count in encode(samples, self._batch_samples):
-            call_with_retries(
-                functools.partial(self._post, body),
-                attempts=self._attempts,
-                backoff=self._backoff,
-                what=f"remote write to {self.url}",
-            )
+            try:
+                call_with_retries(
+                    functools.partial(self._post, body),
+                    attempts=self._attempts,
+                    backoff=self._backoff,
+                    what=f"remote write to {self.url}",
+                )
+            except WriteRejected as exc:
+                if not self._already_written(exc):
+                    raise
+                logger.info("%d samples already written (a window run again): %s", count, exc)
+                continue
             sent += count
         return sent
+
+    def _already_written(self, exc: WriteRejected) -> bool:
+        """Prometheus and Mimir refuse a rewrite of samples behind a series' newest one (even
+        with identical values) and drop that whole request. Our windows are deterministic, so
+        a redelivered window's request is exactly one that was written before: idempotence
+        means taking that refusal as success. VictoriaMetrics accepts rewrites."""
+        text = str(exc)
+        return self.flavor != "victoriametrics" and (
+            "out of order sample" in text or "duplicate sample" in text
+        )
 
     def _max_timestamp(self) -> int:
         return int(self._clock()) + FUTURE_TOLERANCE

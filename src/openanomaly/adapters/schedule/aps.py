@@ -1,0 +1,98 @@
+"""The light scheduler: APScheduler in the same process.
+
+Per enabled pipeline: an inference tick every ``infer.every`` that submits the due window
+(computed from the checkpoint, so a missed tick is caught up, not lost) and a training job every
+``train.every`` or on ``train.cron``. A pipeline that has no model yet is trained at once.
+A sync job re-reads the pipeline store so pipelines added through the API are picked up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from openanomaly.core.spec import Pipeline
+from openanomaly.ports import JobDispatcher
+from openanomaly.service import Service, submit_due
+
+log = logging.getLogger(__name__)
+
+
+class ApsScheduler:
+    def __init__(
+        self, service: Service, dispatcher: JobDispatcher, *, sync_every: float = 10.0
+    ) -> None:
+        self._service = service
+        self._dispatcher = dispatcher
+        self._aps = BackgroundScheduler(timezone="UTC")
+        self._specs: dict[str, Pipeline] = {}
+        self._sync_every = sync_every
+
+    def start(self) -> None:
+        self.sync(self._service.pipelines.list())
+        self._aps.add_job(
+            self._resync, IntervalTrigger(seconds=self._sync_every), id="oa-sync",
+            replace_existing=True, coalesce=True, max_instances=1,
+        )
+        self._aps.start()
+
+    def stop(self) -> None:
+        if self._aps.running:
+            self._aps.shutdown(wait=False)
+
+    def sync(self, pipelines: Iterable[Pipeline]) -> None:
+        wanted = {p.id: p for p in pipelines if p.enabled}
+        for pid in set(self._specs) - set(wanted):
+            self._remove(pid)
+        for pid, p in wanted.items():
+            if self._specs.get(pid) != p:
+                self._remove(pid)
+                self._add(p)
+
+    def _resync(self) -> None:
+        try:
+            self.sync(self._service.pipelines.list())
+        except Exception:
+            log.exception("pipeline sync failed; keeping the current schedule")
+
+    def _add(self, p: Pipeline) -> None:
+        self._specs[p.id] = p
+        opts = {"coalesce": True, "max_instances": 1, "replace_existing": True}
+        self._aps.add_job(
+            self._tick, IntervalTrigger(seconds=p.infer.every), args=[p.id],
+            id=f"infer:{p.id}", **opts,
+        )
+        if p.train.cron:
+            trigger: CronTrigger | IntervalTrigger = CronTrigger.from_crontab(
+                p.train.cron, timezone="UTC"
+            )
+        elif p.train.every:
+            trigger = IntervalTrigger(seconds=p.train.every)
+        else:
+            trigger = None  # type: ignore[assignment]
+        if trigger is not None:
+            self._aps.add_job(self._train, trigger, args=[p.id], id=f"train:{p.id}", **opts)
+        if self._service.needs_training(p.id):
+            self._train(p.id)
+        log.info("scheduled pipeline=%s infer every %ss", p.id, p.infer.every)
+
+    def _remove(self, pid: str) -> None:
+        self._specs.pop(pid, None)
+        for job_id in (f"infer:{pid}", f"train:{pid}"):
+            if self._aps.get_job(job_id) is not None:
+                self._aps.remove_job(job_id)
+
+    def _tick(self, pid: str) -> None:
+        try:
+            if self._service.needs_training(pid):
+                self._train(pid)
+            submit_due(self._service, self._dispatcher, pid)
+        except Exception:
+            log.exception("inference tick for pipeline=%s failed", pid)
+
+    def _train(self, pid: str) -> None:
+        self._dispatcher.submit(self._service.train_job(pid))

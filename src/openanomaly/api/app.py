@@ -1,0 +1,18 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from openanomaly.api import errors
+from openanomaly.api.routes import health, pipelines
+from openanomaly.bootstrap import Container
+
+
+def create_app(container: Container) -> FastAPI:
+    app = FastAPI(title="OpenAnomaly", version="0.1.0")
+    app.state.container = container
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(pipelines.router)
+    return app

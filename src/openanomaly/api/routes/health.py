@@ -1,0 +1,30 @@
+"""Liveness, readiness and the process's own metrics (no token needed: scraped by Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from openanomaly.api.deps import ContainerDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
+    try:
+        container.service.pipelines.list()
+    except Exception as exc:
+        response.status_code = 503
+        return {"status": "unavailable", "detail": type(exc).__name__}
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+def metrics(container: ContainerDep) -> Response:
+    return Response(container.service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,199 @@
+"""The ``openanomaly`` command. It only translates: arguments in, a service call, text out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from openanomaly.bootstrap import Container, bootstrap
+from openanomaly.core.inferencer import InferResult
+from openanomaly.core.records import InferWindow
+from openanomaly.errors import OpenAnomalyError
+from openanomaly.timeparse import iso, parse_time
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+)
+pipelines_app = typer.Typer(no_args_is_help=True, help="Manage the stored pipelines.")
+app.add_typer(pipelines_app, name="pipelines")
+out = Console()
+err = Console(stderr=True)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def _container() -> Container:
+    c = bootstrap()
+    _setup_logging(c.settings.log_level)
+    return c
+
+
+def _time(text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@app.command()
+def validate(file: Path) -> None:
+    """Check a pipelines file; print every error with its line and path."""
+    from openanomaly.adapters.config.yaml_file import validate_file
+
+    problems = validate_file(file)
+    for p in problems:
+        err.print(p, markup=False, highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    out.print(f"{file}: OK")
+
+
+@app.command()
+def train(
+    pipeline: str,
+    end: Annotated[str | None, typer.Option(help="end of the train window (default now)")] = None,
+) -> None:
+    """Train a pipeline now and make the new model version active."""
+    c = _container()
+    job = c.service.train_job(pipeline, _time(end) if end else None)
+    version = c.service.run(job)
+    out.print(json.dumps(version.__dict__, indent=2, default=str))
+
+
+@app.command()
+def infer(
+    pipeline: str,
+    start: Annotated[str | None, typer.Option("--from", help="window start (exclusive)")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="window end (inclusive)")] = None,
+) -> None:
+    """Score one window now (default: the window due since the last run) and write it."""
+    c = _container()
+    if start is None and end is None:
+        window = c.service.due_infer(pipeline)
+        if window is None:
+            out.print("nothing new to score yet")
+            return
+    else:
+        spec = c.service.pipelines.get(pipeline)
+        to = _time(end) if end else int(c.service.clock())
+        window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
+    result = c.service.run(window)
+    assert isinstance(result, InferResult)
+    out.print(
+        f"{pipeline} ({iso(result.start)}, {iso(result.end)}]: {result.series} series, "
+        f"{result.points} points, {result.anomalies} anomalous, {result.cold_series} cold-start, "
+        f"{result.samples_written} samples written"
+    )
+
+
+@app.command()
+def backtest(
+    pipeline: str,
+    start: Annotated[str, typer.Option("--from", help="start of the replayed range")],
+    end: Annotated[str, typer.Option("--to", help="end of the replayed range")] = "now",
+    write: Annotated[bool, typer.Option(help="also remote-write the scores")] = False,
+    plot: Annotated[Path | None, typer.Option(help="save a PNG plot of the flagged series")] = None,
+) -> None:
+    """Replay a range in production-sized steps and print what would have been flagged."""
+    c = _container()
+    with Progress(
+        TextColumn("backtest {task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeRemainingColumn(), console=err,
+    ) as bar:
+        task = bar.add_task(pipeline, total=None)
+        result = c.service.backtest(
+            pipeline, _time(start), _time(end),
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    table = Table(title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series")
+    for col in ("series", "from", "to", "points", "peak score"):
+        table.add_column(col)
+    for e in result.events[:200]:
+        table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
+    out.print(table)
+    if write:
+        from openanomaly.core.outputs import build_outputs
+
+        spec = c.service.pipelines.get(pipeline)
+        sent = c.writer.write(
+            build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
+        )
+        out.print(f"wrote {sent} samples")
+    if plot is not None:
+        from openanomaly.plot import plot_backtest
+
+        plot_backtest(result, plot)
+        out.print(f"plot: {plot}")
+
+
+@app.command()
+def run(
+    pipelines: Annotated[
+        Path | None, typer.Option(help="apply this pipelines file to the store first")
+    ] = None,
+) -> None:
+    """Run the standalone service: scheduler, workers and the HTTP API (health, /metrics)."""
+    from openanomaly.runner import run_service
+
+    c = _container()
+    if pipelines is not None:
+        _apply(c, pipelines)
+    run_service(c)
+
+
+@app.command()
+def settings() -> None:
+    """Show the effective settings (secrets masked)."""
+    out.print_json(json.dumps(bootstrap().settings.describe()))
+
+
+@pipelines_app.command("list")
+def pipelines_list() -> None:
+    c = _container()
+    table = Table()
+    for col in ("id", "enabled", "model", "step", "query"):
+        table.add_column(col)
+    for p in c.service.pipelines.list():
+        table.add_row(p.id, str(p.enabled), f"{p.model.engine}/{p.model.name}", str(p.step),
+                      p.query)
+    out.print(table)
+
+
+@pipelines_app.command("apply")
+def pipelines_apply(file: Path) -> None:
+    """Create or update the pipelines of a file in the store."""
+    _apply(_container(), file)
+
+
+@pipelines_app.command("delete")
+def pipelines_delete(pipeline: str) -> None:
+    _container().service.pipelines.delete(pipeline)
+    out.print(f"deleted {pipeline}")
+
+
+def _apply(c: Container, file: Path) -> None:
+    from openanomaly.adapters.config.yaml_file import load_pipeline_file
+
+    for p in load_pipeline_file(file):
+        c.service.pipelines.put(p)
+        out.print(f"applied {p.id}")
+
+
+def main() -> None:
+    try:
+        app()
+    except OpenAnomalyError as exc:
+        err.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
