@@ -22,6 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.servers import start_victoriametrics
+
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
@@ -31,7 +33,6 @@ from openanomaly.core.records import InferWindow
 from openanomaly.core.spec import Pipeline
 from openanomaly.settings import Settings
 from openanomaly.synthetic import as_output, seasonal_panel
-from tests.servers import start_victoriametrics
 
 STEP = 60
 HISTORY = 6 * 3600
@@ -47,20 +48,28 @@ def load(server_url: str, metric: str, n: int, now: int) -> None:
     print(f"  loaded {sent:,} samples in {time.perf_counter() - began:.1f}s")
 
 
-def run_case(url: str, n: int, engine: str, name: str, params: dict[str, object],
-             cycles: int, now: int) -> None:
+def run_case(
+    url: str, n: int, *, engine: str, name: str, params: dict[str, object], cycles: int, now: int
+) -> None:
     metric = f"bench_{engine}_{n}"
-    pipeline = Pipeline.model_validate({
-        "id": f"{engine}-{n}".lower(), "query": metric, "step": STEP,
-        "train": {"window": HISTORY - 3600}, "infer": {"every": STEP, "context": 60 * STEP},
-        "model": {"engine": engine, "name": name, "params": params},
-    })
+    pipeline = Pipeline.model_validate(
+        {
+            "id": f"{engine}-{n}".lower(),
+            "query": metric,
+            "step": STEP,
+            "train": {"window": HISTORY - 3600},
+            "infer": {"every": STEP, "context": 60 * STEP},
+            "model": {"engine": engine, "name": name, "params": params},
+        }
+    )
     registry = MemoryRegistry()
     c = bootstrap(
         Settings(tsdb={"url": url}),
-        reader=PrometheusReader(url), writer=RemoteWriteWriter(f"{url}/api/v1/write",
-                                                               flavor="victoriametrics"),
-        pipelines=MemoryPipelineStore([pipeline]), registry=registry, checkpoints=registry,
+        reader=PrometheusReader(url),
+        writer=RemoteWriteWriter(f"{url}/api/v1/write", flavor="victoriametrics"),
+        pipelines=MemoryPipelineStore([pipeline]),
+        registry=registry,
+        checkpoints=registry,
         artifacts=MemoryArtifactStore(),
     )
     first = now - cycles * STEP
@@ -101,14 +110,23 @@ def main() -> None:
             print(f"VictoriaMetrics at {server.url}; step {STEP}s, context 60 points")
             for n in sorted(set(args.series) | set(args.ets_series)):
                 print(f"{n} series")
-                cases = [("builtin", "profile", {"season": "1h"}, n in args.series),
-                         ("statsforecast", "AutoETS", {"season_length": 60},
-                          n in args.ets_series)]
+                cases = [
+                    ("builtin", "profile", {"season": "1h"}, n in args.series),
+                    ("statsforecast", "AutoETS", {"season_length": 60}, n in args.ets_series),
+                ]
                 for engine, name, params, wanted in cases:
                     if wanted:
                         load(server.url, f"bench_{engine}_{n}", n, now)
                         server.flush()
-                        run_case(server.url, n, engine, name, params, args.cycles, now)
+                        run_case(
+                            server.url,
+                            n,
+                            engine=engine,
+                            name=name,
+                            params=params,
+                            cycles=args.cycles,
+                            now=now,
+                        )
         finally:
             server.stop()
 

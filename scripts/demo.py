@@ -6,8 +6,10 @@ Run it with ``scripts/demo`` (which installs what it needs first).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,13 +69,27 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, timeout: float
 
 
 def start_victoriametrics() -> tuple[subprocess.Popen[bytes], str]:
+    """Start VictoriaMetrics in the background; it keeps running after the demo so that the
+    results can be explored (a second demo run stops the first one's)."""
+    pidfile = WORK / "victoria-metrics.pid"
+    if pidfile.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+            time.sleep(1)
+        shutil.rmtree(WORK / "vmdata", ignore_errors=True)
     port = free_port()
     log = (WORK / "victoria-metrics.log").open("wb")
     proc = subprocess.Popen(
-        ["victoria-metrics", f"-httpListenAddr=127.0.0.1:{port}",
-         f"-storageDataPath={WORK / 'vmdata'}", "-retentionPeriod=100y",
-         "-search.latencyOffset=0s", "-search.disableCache"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            "victoria-metrics",
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={WORK / 'vmdata'}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/health", proc, "victoria-metrics")
@@ -100,8 +116,11 @@ def main() -> int:
         n = history_ts.size
         panel = seasonal_panel(N_SERIES, history_ts, period=3600, metric="demo_requests", seed=7)
         # A spike 6 minutes ago on host-00002; a level shift from 10 to 4 minutes ago on -00005.
-        panel, _ = inject(panel, spikes=[(2, n - 1 - 360 // STEP)],
-                          shifts=[(5, n - 1 - 600 // STEP, n - 1 - 240 // STEP)])
+        panel, _ = inject(
+            panel,
+            spikes=[(2, n - 1 - 360 // STEP)],
+            shifts=[(5, n - 1 - 600 // STEP, n - 1 - 240 // STEP)],
+        )
         writer = RemoteWriteWriter(f"{url}/api/v1/write", flavor="victoriametrics")
         writer.write(as_output(panel))
         print(f"loaded {N_SERIES} series x {n} points (6h, step {STEP}s) with 2 known anomalies")
@@ -120,7 +139,9 @@ def main() -> int:
         log = (WORK / "openanomaly.log").open("wb")
         service = subprocess.Popen(
             ["openanomaly", "run", "--pipelines", str(pipelines)],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         api = f"http://127.0.0.1:{api_port}"
         wait_http(f"{api}/healthz", service, "openanomaly run")
@@ -130,11 +151,9 @@ def main() -> int:
         if service is not None:
             service.send_signal(signal.SIGINT)
             service.wait(timeout=30)
-    try:
-        return report(url)
-    finally:
-        vm.terminate()
-        vm.wait(timeout=30)
+    code = report(url)
+    print(f"\nVictoriaMetrics keeps running at {url} for you to explore (stop it: kill {vm.pid}).")
+    return code
 
 
 def feed_live(writer: RemoteWriteWriter, panel: SeriesBatch, now: int, api: str) -> None:

@@ -58,8 +58,10 @@ def bootstrap(
         tsdb_reader, tsdb_writer = _tsdb(settings)
         reader = reader or tsdb_reader
         writer = writer or tsdb_writer
-    if registry is None or checkpoints is None or (
-        pipelines is None and settings.config_store == "sqlite"
+    if (
+        registry is None
+        or checkpoints is None
+        or (pipelines is None and settings.config_store == "sqlite")
     ):
         from openanomaly.adapters.config.sql import SqlStore
 

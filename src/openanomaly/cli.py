@@ -54,7 +54,7 @@ def validate(file: Path) -> None:
 
     problems = validate_file(file)
     for p in problems:
-        err.print(p, markup=False, highlight=False)
+        err.print(p, markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
     out.print(f"{file}: OK")
@@ -109,12 +109,17 @@ def backtest(
     """Replay a range in production-sized steps and print what would have been flagged."""
     c = _container()
     with Progress(
-        TextColumn("backtest {task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeRemainingColumn(), console=err,
+        TextColumn("backtest {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
     ) as bar:
         task = bar.add_task(pipeline, total=None)
         result = c.service.backtest(
-            pipeline, _time(start), _time(end),
+            pipeline,
+            _time(start),
+            _time(end),
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table(title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series")
@@ -166,8 +171,9 @@ def pipelines_list() -> None:
     for col in ("id", "enabled", "model", "step", "query"):
         table.add_column(col)
     for p in c.service.pipelines.list():
-        table.add_row(p.id, str(p.enabled), f"{p.model.engine}/{p.model.name}", str(p.step),
-                      p.query)
+        table.add_row(
+            p.id, str(p.enabled), f"{p.model.engine}/{p.model.name or 'default'}", str(p.step), p.query
+        )
     out.print(table)
 
 

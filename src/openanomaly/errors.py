@@ -65,9 +65,7 @@ class EngineError(OpenAnomalyError):
 class EngineNotInstalled(EngineError):
     def __init__(self, engine: str, extra: str) -> None:
         self.engine, self.extra = engine, extra
-        super().__init__(
-            f"engine {engine!r} is not installed: pip install 'openanomaly[{extra}]'"
-        )
+        super().__init__(f"engine {engine!r} is not installed: pip install 'openanomaly[{extra}]'")
 
 
 class UnknownModel(EngineError):

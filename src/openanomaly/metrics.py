@@ -15,23 +15,32 @@ class ServiceMetrics:
             "openanomaly_jobs", "Jobs run", ["kind", "pipeline", "status"], registry=self.registry
         )
         self.duration = Histogram(
-            "openanomaly_job_duration_seconds", "Job run time", ["kind"], registry=self.registry,
+            "openanomaly_job_duration_seconds",
+            "Job run time",
+            ["kind"],
+            registry=self.registry,
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
         )
         self.points = Counter(
             "openanomaly_points_scored", "Points scored", ["pipeline"], registry=self.registry
         )
         self.anomalies = Counter(
-            "openanomaly_anomalous_points", "Points scored above 1", ["pipeline"],
+            "openanomaly_anomalous_points",
+            "Points scored above 1",
+            ["pipeline"],
             registry=self.registry,
         )
         self.samples = Counter(
-            "openanomaly_samples_written", "Samples remote-written", ["pipeline"],
+            "openanomaly_samples_written",
+            "Samples remote-written",
+            ["pipeline"],
             registry=self.registry,
         )
         self.last_success = Gauge(
-            "openanomaly_last_success_timestamp_seconds", "End of a job's last successful run",
-            ["kind", "pipeline"], registry=self.registry,
+            "openanomaly_last_success_timestamp_seconds",
+            "End of a job's last successful run",
+            ["kind", "pipeline"],
+            registry=self.registry,
         )
 
     def job_done(self, kind: str, pipeline: str, status: str, seconds: float) -> None:

@@ -34,14 +34,24 @@ def plot_scored(
     rows = np.argsort(-peaks)[:max_series]
     times = [datetime.fromtimestamp(int(t), UTC) for t in batch.timestamps]
     fig, axes = plt.subplots(
-        2 * len(rows), 1, figsize=(12, 3.2 * len(rows) + 0.5), sharex=True, squeeze=False,
+        2 * len(rows),
+        1,
+        figsize=(12, 3.2 * len(rows) + 0.5),
+        sharex=True,
+        squeeze=False,
         gridspec_kw={"height_ratios": [3, 1] * len(rows)},
     )
     for i, row in enumerate(rows):
         ax, sax = axes[2 * i, 0], axes[2 * i + 1, 0]
         y, s = batch.values[row], scored.score[row]
-        ax.fill_between(times, scored.lower[row], scored.upper[row],
-                        color="tab:blue", alpha=0.18, label="forecast interval")
+        ax.fill_between(
+            times,
+            scored.lower[row],
+            scored.upper[row],
+            color="tab:blue",
+            alpha=0.18,
+            label="forecast interval",
+        )
         ax.plot(times, scored.yhat[row], color="tab:blue", lw=0.8, label="forecast")
         ax.plot(times, y, color="black", lw=0.9, label="actual")
         bad = np.nan_to_num(s, nan=0.0) > 1
@@ -51,7 +61,8 @@ def plot_scored(
         sax.plot(times, s, color="tab:red", lw=0.8)
         sax.axhline(1.0, color="gray", ls="--", lw=0.8)
         sax.set_ylabel("score", fontsize=8)
-        sax.set_yscale("symlog", linthresh=2)
+        peak = float(np.nanmax(s, initial=0.0))
+        sax.set_ylim(0, min(max(2.0, peak * 1.1), 20.0))
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

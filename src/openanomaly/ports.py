@@ -78,7 +78,9 @@ class PipelineStore(Protocol):
 
 
 class ModelRegistry(Protocol):
-    def record(self, version: ModelVersion, *, activate: bool = True) -> None: ...
+    def record(self, version: ModelVersion, *, activate: bool = True) -> None:
+        """Add a version (one with the same id is replaced: a retried training is harmless)."""
+        ...
 
     def active(self, pipeline_id: str) -> ModelVersion | None: ...
 

@@ -26,8 +26,11 @@ def run_service(container: Container) -> None:
     signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.run(
-            create_app(container), host=settings.api.host, port=settings.api.port,
-            log_level=settings.log_level.lower(), access_log=False,
+            create_app(container),
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level=settings.log_level.lower(),
+            access_log=False,
         )
     finally:
         scheduler.stop()

@@ -91,8 +91,9 @@ class Service:
         self, pipeline_id: str, start: int, end: int, progress: Progress | None = None
     ) -> BacktestResult:
         pipeline = self.pipelines.get(pipeline_id)
-        return backtest(pipeline, self.reader, self.engines, start=start, end=end,
-                        progress=progress)
+        return backtest(
+            pipeline, self.reader, self.engines, start=start, end=end, progress=progress
+        )
 
     def _lock(self, pipeline_id: str) -> threading.Lock:
         with self._locks_guard:

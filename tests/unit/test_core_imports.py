@@ -36,8 +36,9 @@ def test_core_openanomaly_imports_stay_in_core_or_errors() -> None:
     for f in CORE.rglob("*.py"):
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("openanomaly"):
-                assert node.module.startswith(("openanomaly.core", "openanomaly.errors",
-                                               "openanomaly.ports")), (f.name, node.module)
+                assert node.module.startswith(
+                    ("openanomaly.core", "openanomaly.errors", "openanomaly.ports")
+                ), (f.name, node.module)
 
 
 def test_the_check_catches_a_leak(tmp_path: Path) -> None:

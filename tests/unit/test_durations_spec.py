@@ -7,8 +7,15 @@ from openanomaly.core.spec import Pipeline
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("30s", 30), ("5m", 300), ("1h30m", 5400), ("14d", 14 * 86400), ("1w", 604800), (60, 60),
-     ("90", 90)],
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("14d", 14 * 86400),
+        ("1w", 604800),
+        (60, 60),
+        ("90", 90),
+    ],
 )
 def test_parse_duration(text: str | int, seconds: int) -> None:
     assert parse_duration(text) == seconds

@@ -48,8 +48,9 @@ def test_data_range_clips_the_band_and_flags_impossible_values() -> None:
 
 def test_nan_and_inf_inputs_give_no_score_and_no_crash() -> None:
     y = np.array([np.nan, np.inf, 10.0, 10.0])
-    f = Forecast(np.array([10, 10, np.nan, 10.0]), np.array([8, 8, 8, 8.0]),
-                 np.array([12, 12, 12, np.inf]))
+    f = Forecast(
+        np.array([10, 10, np.nan, 10.0]), np.array([8, 8, 8, 8.0]), np.array([12, 12, 12, np.inf])
+    )
     s = score(y, f, ScoringSpec())
     assert np.isnan(s.score[:3]).all()
     assert np.isnan(s.score[3])

@@ -30,8 +30,13 @@ def panel(n_series: int = 3, hours: int = 6, seed: int = 0) -> SeriesBatch:
 
 
 def pipeline(**kw: object) -> Pipeline:
-    base = {"id": "p1", "query": "m", "step": "1m", "train": {"window": "2h"},
-            "infer": {"every": "5m", "context": "30m", "delay": "1s"}}
+    base = {
+        "id": "p1",
+        "query": "m",
+        "step": "1m",
+        "train": {"window": "2h"},
+        "infer": {"every": "5m", "context": "30m", "delay": "1s"},
+    }
     return Pipeline.model_validate({**base, **kw})
 
 
@@ -42,10 +47,22 @@ def world() -> dict[str, object]:
     artifacts = MemoryArtifactStore()
     engines = MemoryEngineFactory()
     trainer = Trainer(reader=metrics, engines=engines, artifacts=artifacts, registry=registry)
-    inferencer = Inferencer(reader=metrics, writer=metrics, engines=engines, artifacts=artifacts,
-                            registry=registry, checkpoints=registry)
-    return {"metrics": metrics, "registry": registry, "artifacts": artifacts, "engines": engines,
-            "trainer": trainer, "inferencer": inferencer}
+    inferencer = Inferencer(
+        reader=metrics,
+        writer=metrics,
+        engines=engines,
+        artifacts=artifacts,
+        registry=registry,
+        checkpoints=registry,
+    )
+    return {
+        "metrics": metrics,
+        "registry": registry,
+        "artifacts": artifacts,
+        "engines": engines,
+        "trainer": trainer,
+        "inferencer": inferencer,
+    }
 
 
 def test_train_saves_artifact_and_activates_version(world: dict) -> None:
@@ -112,10 +129,12 @@ def test_new_series_after_training_gets_cold_start(world: dict) -> None:
     world["trainer"].train(p, end=T0 + 3 * 3600)
     m: MemoryMetrics = world["metrics"]
     b = m.batches["m"]
-    extra = SeriesBatch(({"__name__": "m", "host": "new"},), b.timestamps,
-                        np.full((1, b.timestamps.size), 5.0))
-    m.batches["m"] = SeriesBatch(b.labels + extra.labels, b.timestamps,
-                                 np.vstack([b.values, extra.values]))
+    extra = SeriesBatch(
+        ({"__name__": "m", "host": "new"},), b.timestamps, np.full((1, b.timestamps.size), 5.0)
+    )
+    m.batches["m"] = SeriesBatch(
+        b.labels + extra.labels, b.timestamps, np.vstack([b.values, extra.values])
+    )
     r = world["inferencer"].infer(p, T0 + 4 * 3600, T0 + 4 * 3600 + 300)
     assert (r.series, r.cold_series) == (4, 1)
     assert any(("host", "new") in k for k in m.samples("anomaly_score"))

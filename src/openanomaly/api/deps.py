@@ -32,8 +32,9 @@ def require_token(
         return
     given = creds.credentials if creds is not None else ""
     if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise HTTPException(401, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]

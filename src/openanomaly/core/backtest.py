@@ -97,17 +97,24 @@ def backtest(
             trains += 1
             every = pipeline.train.every
             next_train = w.start + every if every else 2**62
-        ws = score_window(pipeline, full, w.start, w.end, model, engines)
+        ws = score_window(pipeline, full, start=w.start, end=w.end, model=model, engines=engines)
         rows = [keys[k] for k in ws.batch.keys]
         idx = [cols[int(t)] for t in ws.batch.timestamps]
-        for arr, part in zip(out, (ws.scored.score, ws.scored.yhat, ws.scored.lower,
-                                   ws.scored.upper), strict=True):
+        for arr, part in zip(
+            out, (ws.scored.score, ws.scored.yhat, ws.scored.lower, ws.scored.upper), strict=True
+        ):
             arr[np.ix_(rows, idx)] = part
         if progress is not None:
             progress(n + 1, len(plan))
     scored = Scored(*out)
     return BacktestResult(
-        pipeline.id, start, end, target, scored, find_events(target, scored.score), trains,
+        pipeline.id,
+        start,
+        end,
+        target,
+        scored,
+        find_events(target, scored.score),
+        trains,
         len(plan),
     )
 

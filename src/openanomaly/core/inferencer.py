@@ -64,6 +64,7 @@ class WindowScores:
 def score_window(
     pipeline: Pipeline,
     batch: SeriesBatch,
+    *,
     start: int,
     end: int,
     model: ModelEngine | None,
@@ -149,10 +150,13 @@ class Inferencer:
         version = self._active(pipeline)
         model = self._model(pipeline, version)
         load = time.perf_counter() - t1
-        scores = score_window(pipeline, batch, start, end, model, self._engines)
+        scores = score_window(
+            pipeline, batch, start=start, end=end, model=model, engines=self._engines
+        )
         t2 = time.perf_counter()
-        outputs = build_outputs(scores.batch.labels, scores.batch.timestamps, scores.scored,
-                                pipeline)
+        outputs = build_outputs(
+            scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
+        )
         result.samples_written = self._writer.write(outputs) if outputs else 0
         t3 = time.perf_counter()
         self._checkpoints.advance(pipeline.id, end)
@@ -170,7 +174,12 @@ class Inferencer:
         }
         log.info(
             "inferred pipeline=%s window=(%d,%d] series=%d points=%d anomalies=%d cold=%d",
-            pipeline.id, start, end, result.series, result.points, result.anomalies,
+            pipeline.id,
+            start,
+            end,
+            result.series,
+            result.points,
+            result.anomalies,
             result.cold_series,
         )
         return result
@@ -180,7 +189,9 @@ class Inferencer:
         if version is not None and version.spec_hash != spec_hash(pipeline):
             log.warning(
                 "pipeline=%s model changed since version %s was trained: cold start until the "
-                "next train", pipeline.id, version.version,
+                "next train",
+                pipeline.id,
+                version.version,
             )
             return None
         return version

@@ -122,8 +122,10 @@ class SeriesBatch:
         """This batch followed in time by ``later`` (series matched by key, union of series)."""
         keys = list(dict.fromkeys(self.keys + later.keys))
         pos = {k: i for i, k in enumerate(keys)}
-        labels = {**dict(zip(later.keys, later.labels, strict=True)),
-                  **dict(zip(self.keys, self.labels, strict=True))}
+        labels = {
+            **dict(zip(later.keys, later.labels, strict=True)),
+            **dict(zip(self.keys, self.labels, strict=True)),
+        }
         keep = later.timestamps > (self.timestamps[-1] if self.timestamps.size else -(2**62))
         ts = np.concatenate([self.timestamps, later.timestamps[keep]])
         values = np.full((len(keys), ts.size), np.nan)
@@ -145,28 +147,14 @@ class Forecast:
         if len(shapes) != 1:
             raise ValueError(f"forecast arrays differ in shape: {sorted(shapes)}")
 
-    def on_grid(self, start: int, end: int, step: int) -> SeriesBatch:
-        """This batch re-read on the grid ``ceil(start/step)*step, ... <= end``, as a range query
-        would return it: series without any sample in the range are left out."""
-        first = -(-start // step) * step
-        grid = np.arange(first, end + 1, step, dtype=np.int64)
-        if not self.timestamps.size:
-            return SeriesBatch.empty(grid)
-        idx = np.searchsorted(self.timestamps, grid)
-        hit = (idx < self.timestamps.size) & (
-            self.timestamps[np.minimum(idx, self.timestamps.size - 1)] == grid
-        )
-        values = np.full((len(self), grid.size), np.nan)
-        values[:, hit] = self.values[:, idx[hit]]
-        present = np.flatnonzero(~np.all(np.isnan(values), axis=1))
-        return SeriesBatch(self.labels, grid, values).take(present)
-
     def take(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> Forecast:
         idx = np.asarray(rows, dtype=np.intp)
         return Forecast(self.yhat[idx], self.lower[idx], self.upper[idx])
 
     @classmethod
-    def stack(cls, parts: Sequence[tuple[npt.NDArray[np.intp], Forecast]], n: int, t: int) -> Forecast:
+    def stack(
+        cls, parts: Sequence[tuple[npt.NDArray[np.intp], Forecast]], n: int, t: int
+    ) -> Forecast:
         """Reassemble per-row-subset forecasts into one ``(n, t)`` forecast (NaN where unset)."""
         out = [np.full((n, t), np.nan) for _ in range(3)]
         for rows, fc in parts:

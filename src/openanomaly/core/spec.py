@@ -55,8 +55,11 @@ class InferSpec(_Spec):
 
 
 class ModelSpec(_Spec):
+    """``engine`` picks the library, ``name`` its model (default: the engine's own default),
+    ``params`` go to the model's constructor."""
+
     engine: str = "builtin"
-    name: str = "profile"
+    name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 
 

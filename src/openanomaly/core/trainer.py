@@ -73,7 +73,7 @@ class Trainer:
             version=version,
             created_at=self._clock(),
             engine=pipeline.model.engine,
-            model=pipeline.model.name,
+            model=pipeline.model.name or "default",
             spec_hash=digest,
             series=series,
             artifact=key,
@@ -84,6 +84,9 @@ class Trainer:
         self._registry.record(record, activate=True)
         log.info(
             "trained pipeline=%s version=%s series=%d fit=%.2fs",
-            pipeline.id, version, series, fit_seconds,
+            pipeline.id,
+            version,
+            series,
+            fit_seconds,
         )
         return record

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from openanomaly.core.records import InferWindow
 from openanomaly.core.spec import Pipeline
 from openanomaly.core.trainer import align
@@ -23,7 +25,5 @@ def windows(pipeline: Pipeline, start: int, end: int) -> list[InferWindow]:
     """Production-sized windows (``infer.every``) covering ``(start, end]`` on the step grid."""
     every = pipeline.infer.every
     first = align(start, pipeline.step)
-    bounds = list(range(first, end, every)) + [align(end, pipeline.step)]
-    return [
-        InferWindow(pipeline.id, a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a
-    ]
+    bounds = [*range(first, end, every), align(end, pipeline.step)]
+    return [InferWindow(pipeline.id, a, b) for a, b in pairwise(bounds) if b > a]

@@ -2,8 +2,9 @@
 
 Each engine lives in its own module, imported only when a pipeline uses it, so that optional
 libraries (statsforecast, ...) are never imported by ``import openanomaly.engines``. An engine
-module provides two functions:
+module provides its default model name and two functions:
 
+    DEFAULT_MODEL: str
     create(name: str, params: Mapping[str, Any], *, step: int) -> ModelEngine
     loads(data: bytes, *, step: int) -> ModelEngine
 """
@@ -31,6 +32,8 @@ ENGINES: dict[str, str] = {
 class EngineModule(Protocol):
     """What the factory needs from an engine module."""
 
+    DEFAULT_MODEL: str
+
     def create(self, name: str, params: Mapping[str, Any], *, step: int) -> ModelEngine: ...
 
     def loads(self, data: bytes, *, step: int) -> ModelEngine: ...
@@ -49,7 +52,8 @@ class DefaultEngineFactory:
 
     def create(self, spec: ModelSpec, *, step: int) -> ModelEngine:
         """A new, unfitted engine for ``spec``."""
-        return engine_module(spec.engine).create(spec.name, spec.params, step=step)
+        module = engine_module(spec.engine)
+        return module.create(spec.name or module.DEFAULT_MODEL, spec.params, step=step)
 
     def load(self, spec: ModelSpec, data: bytes, *, step: int) -> ModelEngine:
         """The engine saved as ``data`` (by ``dumps``) for a pipeline whose model is ``spec``."""

@@ -298,6 +298,8 @@ class ProfileModel(_Builtin):
 
 
 BuiltinModel = ProfileModel | ZScoreModel | MadModel
+DEFAULT_MODEL = "profile"
+
 MODELS: dict[str, type[BuiltinModel]] = {
     "profile": ProfileModel,
     "zscore": ZScoreModel,

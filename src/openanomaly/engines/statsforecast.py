@@ -54,6 +54,7 @@ from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MODEL = "AutoETS"
 MODELS = ("AutoETS", "SeasonalNaive", "AutoARIMA", "AutoTheta", "MSTL")
 _MIN_TRAIN = 10  # points; seasonal models need two seasons as well
 _MIN_CONTEXT = 3  # points a forward() needs at least

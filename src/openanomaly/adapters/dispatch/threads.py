@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,7 +30,7 @@ class ThreadPoolDispatcher:
                 return
             self._pending.add(job)
         future = self._pool.submit(self._handler, job)
-        future.add_done_callback(lambda f, j=job: self._done(j, f))
+        future.add_done_callback(functools.partial(self._done, job))
 
     def _done(self, job: Job, future: Future[None]) -> None:
         with self._lock:

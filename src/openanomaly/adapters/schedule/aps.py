@@ -35,8 +35,12 @@ class ApsScheduler:
     def start(self) -> None:
         self.sync(self._service.pipelines.list())
         self._aps.add_job(
-            self._resync, IntervalTrigger(seconds=self._sync_every), id="oa-sync",
-            replace_existing=True, coalesce=True, max_instances=1,
+            self._resync,
+            IntervalTrigger(seconds=self._sync_every),
+            id="oa-sync",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
         )
         self._aps.start()
 
@@ -63,17 +67,17 @@ class ApsScheduler:
         self._specs[p.id] = p
         opts = {"coalesce": True, "max_instances": 1, "replace_existing": True}
         self._aps.add_job(
-            self._tick, IntervalTrigger(seconds=p.infer.every), args=[p.id],
-            id=f"infer:{p.id}", **opts,
+            self._tick,
+            IntervalTrigger(seconds=p.infer.every),
+            args=[p.id],
+            id=f"infer:{p.id}",
+            **opts,
         )
+        trigger: CronTrigger | IntervalTrigger | None = None
         if p.train.cron:
-            trigger: CronTrigger | IntervalTrigger = CronTrigger.from_crontab(
-                p.train.cron, timezone="UTC"
-            )
+            trigger = CronTrigger.from_crontab(p.train.cron, timezone="UTC")
         elif p.train.every:
             trigger = IntervalTrigger(seconds=p.train.every)
-        else:
-            trigger = None  # type: ignore[assignment]
         if trigger is not None:
             self._aps.add_job(self._train, trigger, args=[p.id], id=f"train:{p.id}", **opts)
         if self._service.needs_training(p.id):
