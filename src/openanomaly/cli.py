@@ -172,7 +172,11 @@ def pipelines_list() -> None:
         table.add_column(col)
     for p in c.service.pipelines.list():
         table.add_row(
-            p.id, str(p.enabled), f"{p.model.engine}/{p.model.name or 'default'}", str(p.step), p.query
+            p.id,
+            str(p.enabled),
+            f"{p.model.engine}/{p.model.name or 'default'}",
+            str(p.step),
+            p.query,
         )
     out.print(table)
 
