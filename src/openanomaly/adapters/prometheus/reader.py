@@ -10,12 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import httpx
 import numpy as np
 import orjson
 
+from openanomaly.adapters.prometheus.decode import RangeSeries, decode_matrix
 from openanomaly.adapters.prometheus.http import (
     call_with_retries,
     is_retryable,
@@ -27,7 +27,7 @@ from openanomaly.errors import QueryError, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
 
-Result = list[dict[str, Any]]
+Result = list[RangeSeries]
 """The ``data.result`` list of a matrix response: ``{"metric": {...}, "values": [[t, "v"]]}``."""
 
 
@@ -142,22 +142,21 @@ class PrometheusReader:
 
     def _matrix(self, response: httpx.Response, query: str) -> Result:
         try:
-            body = orjson.loads(response.content)
-            data = body["data"]
-            kind, result = data["resultType"], data["result"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
+            body = decode_matrix(response.content)
+        except (orjson.JSONDecodeError, ValueError):
             raise QueryError(
                 f"{self.endpoint} did not answer like a Prometheus API (query: {query})",
                 url=self.endpoint,
                 status=response.status_code,
             ) from None
-        if kind != "matrix" or not isinstance(result, list):
+        if body.result_type != "matrix":
             raise QueryError(
-                f"expected a matrix result, got {kind!r} (query: {query})", url=self.endpoint
+                f"expected a matrix result, got {body.result_type!r} (query: {query})",
+                url=self.endpoint,
             )
-        for warning in body.get("warnings") or ():
+        for warning in body.warnings:
             logger.warning("TSDB warning for %r: %s", query, warning)
-        return result
+        return body.series
 
 
 def stitch(results: Iterable[Result], grid: IntArray) -> SeriesBatch:
@@ -169,33 +168,20 @@ def stitch(results: Iterable[Result], grid: IntArray) -> SeriesBatch:
     rows: dict[str, int] = {}
     labels: list[dict[str, str]] = []
     row_ids: list[IntArray] = []
-    cols: list[IntArray] = []
+    ts: list[IntArray] = []
     vals: list[FloatArray] = []
     for result in results:
         for item in result:
-            metric = item.get("metric") or {}
-            row = rows.setdefault(series_key(metric), len(rows))
+            row = rows.setdefault(series_key(item.metric), len(rows))
             if row == len(labels):
-                labels.append(metric)
-            idx, values = _on_grid(item.get("values") or [], grid)
-            row_ids.append(np.full(idx.size, row, dtype=np.int64))
-            cols.append(idx)
-            vals.append(values)
+                labels.append(item.metric)
+            row_ids.append(np.full(item.timestamps.size, row, dtype=np.int64))
+            ts.append(item.timestamps)
+            vals.append(item.values)
     matrix = np.full((len(labels), grid.size), np.nan)
-    if cols:
-        matrix[np.concatenate(row_ids), np.concatenate(cols)] = np.concatenate(vals)
+    if ts:
+        t = np.concatenate(ts)
+        idx = np.searchsorted(grid, t)
+        ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == t)
+        matrix[np.concatenate(row_ids)[ok], idx[ok]] = np.concatenate(vals)[ok]
     return SeriesBatch(tuple(labels), grid, matrix)
-
-
-def _on_grid(points: list[list[Any]], grid: IntArray) -> tuple[IntArray, FloatArray]:
-    """Grid columns and float values of ``[[t, "v"], ...]`` points that fall on ``grid``."""
-    if not points:
-        return np.empty(0, dtype=np.int64), np.empty(0)
-    pairs = np.asarray(points, dtype=object)
-    # Timestamps may be floats (1700000000.0); values are strings incl. "NaN" and "+Inf",
-    # which float() (and so astype) parses.
-    ts = np.rint(pairs[:, 0].astype(np.float64)).astype(np.int64)
-    values = pairs[:, 1].astype(np.float64)
-    idx = np.searchsorted(grid, ts)
-    ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == ts)
-    return idx[ok].astype(np.int64), values[ok]
