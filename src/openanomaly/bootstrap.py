@@ -65,7 +65,7 @@ def bootstrap(
     ):
         from openanomaly.adapters.config.sql import SqlStore
 
-        sql = SqlStore(settings.database_url)
+        sql = SqlStore(settings.database_url.get_secret_value())
         registry = registry or sql
         checkpoints = checkpoints or sql
         if pipelines is None and settings.config_store == "sqlite":

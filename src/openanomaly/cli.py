@@ -24,14 +24,17 @@ app = typer.Typer(
 )
 pipelines_app = typer.Typer(no_args_is_help=True, help="Manage the stored pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
-out = Console()
-err = Console(stderr=True)
+# Piped output is not cut at 80 columns: series names must stay whole for grep and scripts.
+out = Console(width=None if sys.stdout.isatty() else 240)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
 
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # One line per HTTP request is noise at INFO; failures are reported by our own adapters.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
 def _container() -> Container:
@@ -123,8 +126,9 @@ def backtest(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     table = Table(title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series")
-    for col in ("series", "from", "to", "points", "peak score"):
-        table.add_column(col)
+    table.add_column("series", overflow="fold")
+    for col in ("from", "to", "points", "peak score"):
+        table.add_column(col, no_wrap=True)
     for e in result.events[:200]:
         table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
     out.print(table)
@@ -156,6 +160,39 @@ def run(
     if pipelines is not None:
         _apply(c, pipelines)
     run_service(c)
+
+
+@app.command("serve-model")
+def serve_model(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
+    token: Annotated[
+        str | None, typer.Option(envvar="OA_MODEL_TOKEN", help="bearer token clients must send")
+    ] = None,
+    state_key: Annotated[
+        str | None,
+        typer.Option(envvar="OA_MODEL_STATE_KEY", help="secret signing fitted states"),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+) -> None:
+    """Serve every installed engine to remote workers (docs/remote-protocol.md)."""
+    import uvicorn
+    from pydantic import SecretStr
+
+    from openanomaly.engines import DefaultEngineFactory
+    from openanomaly.modelserver import create_model_app
+
+    _setup_logging(log_level.upper())
+    if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+        logging.getLogger(__name__).warning(
+            "serving models on %s without a token: anyone who can reach it may use it", host
+        )
+    model_app = create_model_app(
+        DefaultEngineFactory(),
+        token=SecretStr(token) if token else None,
+        state_key=SecretStr(state_key) if state_key else None,
+    )
+    uvicorn.run(model_app, host=host, port=port, log_level=log_level.lower(), access_log=False)
 
 
 @app.command()

@@ -63,7 +63,8 @@ class Settings(BaseSettings):
     tsdb: TsdbSettings = Field(default_factory=TsdbSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     config_store: Literal["sqlite", "yaml"] = "sqlite"
-    database_url: str = "sqlite:///openanomaly.db"
+    # A SecretStr: a database URL may carry a password, and a repr must never show it.
+    database_url: SecretStr = SecretStr("sqlite:///openanomaly.db")
     pipelines_file: Path | None = None
     artifact_store: Literal["local", "noop"] = "local"
     artifacts_dir: Path = Path("artifacts")
@@ -100,7 +101,7 @@ class Settings(BaseSettings):
     def describe(self) -> dict[str, Any]:
         """The settings as shown in logs and the API: secrets and URL passwords masked."""
         data = self.model_dump(mode="json")
-        data["database_url"] = mask_url(self.database_url)
+        data["database_url"] = mask_url(self.database_url.get_secret_value())
         data["tsdb"]["headers"] = {k: "***" for k in data["tsdb"]["headers"]}
         for section, key in (("tsdb", "password"), ("tsdb", "bearer_token"), ("api", "token")):
             if data[section][key] is not None:

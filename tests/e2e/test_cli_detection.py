@@ -145,3 +145,44 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(
     proc = oa(env, "infer", "q", check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "q" in proc.stderr and "sum(rate(x[5m])" in proc.stderr
+
+
+def test_backtest_cli_reports_writes_and_plots(victoriametrics: TsdbServer, tmp_path: Path) -> None:
+    metric = f"bt_{uuid.uuid4().hex[:10]}"
+    now = int(time.time()) // STEP * STEP
+    ts = np.arange(now - HISTORY, now + 1, STEP)
+    panel, _ = inject(
+        seasonal_panel(3, ts, period=SEASON, metric=metric, seed=5), spikes=[(2, ts.size - 50)]
+    )
+    RemoteWriteWriter(victoriametrics.write_url, flavor="victoriametrics").write(as_output(panel))
+    victoriametrics.flush()
+    pid = f"bt-{metric[3:]}"
+    (tmp_path / "p.yaml").write_text(
+        f"pipelines:\n  - id: {pid}\n    query: {metric}\n    step: {STEP}s\n"
+        f"    train: {{window: 30m, every: 10m}}\n    infer: {{every: 30s, context: 10m}}\n"
+        f"    model: {{params: {{season: {SEASON}s}}}}\n    scoring: {{interval: 0.999}}\n"
+    )
+    env = oa_env(victoriametrics, tmp_path)
+    oa(env, "pipelines", "apply", str(tmp_path / "p.yaml"))
+    png = tmp_path / "bt.png"
+    proc = oa(
+        env,
+        "backtest",
+        pid,
+        "--from",
+        str(now - 900),
+        "--to",
+        str(now),
+        "--write",
+        "--plot",
+        str(png),
+    )
+    assert 'instance="host-00002"' in proc.stdout
+    assert "wrote" in proc.stdout and png.stat().st_size > 10_000
+    victoriametrics.flush()
+    written = PrometheusReader(victoriametrics.url).query_range(
+        f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])', now - 900 + 1, now, STEP
+    )
+    assert len(written) == 3 and np.isfinite(written.values).sum() == 3 * 900 // STEP
+    spiked = next(i for i, lb in enumerate(written.labels) if lb["instance"] == "host-00002")
+    assert np.nanmax(written.values[spiked]) > 1

@@ -1,0 +1,92 @@
+"""The HTTP API over the in-memory fakes: routes, token, error mapping, metrics."""
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from openanomaly.adapters.memory import (
+    MemoryArtifactStore,
+    MemoryEngineFactory,
+    MemoryMetrics,
+    MemoryPipelineStore,
+    MemoryRegistry,
+    RecordingDispatcher,
+)
+from openanomaly.api.app import create_app
+from openanomaly.bootstrap import bootstrap
+from openanomaly.core.series import SeriesBatch
+from openanomaly.settings import Settings
+
+NOW = 1_800_000_000
+TOKEN = "t0ken-abc"
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
+    ts = np.arange(NOW - 7200, NOW + 1, 60)
+    batch = SeriesBatch(({"__name__": "m", "i": "0"},), ts, np.ones((1, ts.size)))
+    metrics, registry = MemoryMetrics({"m": batch}), MemoryRegistry()
+    c = bootstrap(
+        Settings(api={"token": TOKEN}),
+        reader=metrics,
+        writer=metrics,
+        pipelines=MemoryPipelineStore(),
+        registry=registry,
+        checkpoints=registry,
+        artifacts=MemoryArtifactStore(),
+        engines=MemoryEngineFactory(),
+        dispatcher=RecordingDispatcher(),
+        clock=lambda: NOW,
+    )
+    with TestClient(create_app(c)) as tc:
+        yield tc
+
+
+def auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+PIPELINE = {"id": "p", "query": "m", "step": "1m", "train": {"window": "1h"}}
+
+
+def test_token_is_required_for_the_api_but_not_for_health(client: TestClient) -> None:
+    assert client.get("/api/v1/pipelines").status_code == 401
+    bad = {"Authorization": "Bearer nope"}
+    assert client.get("/api/v1/pipelines", headers=bad).status_code == 401
+    assert client.get("/api/v1/pipelines", headers=auth()).json() == []
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").status_code == 200
+
+
+def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
+    r = client.put("/api/v1/pipelines/p", json=PIPELINE, headers=auth())
+    assert r.status_code == 200 and r.json()["step"] == "1m"
+    assert client.get("/api/v1/pipelines/p", headers=auth()).json()["query"] == "m"
+    trained = client.post("/api/v1/pipelines/p/train", headers=auth()).json()
+    assert trained["series"] == 1
+    models = client.get("/api/v1/pipelines/p/models", headers=auth()).json()
+    assert [m["active"] for m in models] == [True]
+    inferred = client.post("/api/v1/pipelines/p/infer", headers=auth()).json()
+    assert inferred["points"] > 0 and inferred["anomalies"] == 0
+    metrics = client.get("/metrics").text
+    assert 'openanomaly_jobs_total{kind="infer",pipeline="p",status="ok"} 1.0' in metrics
+    assert 'openanomaly_points_scored_total{pipeline="p"}' in metrics
+    assert client.delete("/api/v1/pipelines/p", headers=auth()).status_code == 204
+
+
+def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
+    r = client.get("/api/v1/pipelines/nope", headers=auth())
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    r = client.put("/api/v1/pipelines/x", json={**PIPELINE, "id": "y"}, headers=auth())
+    assert r.status_code == 422 and "differs" in r.json()["detail"]
+    r = client.put(
+        "/api/v1/pipelines/p", json={**PIPELINE, "scoring": {"interval": 2}}, headers=auth()
+    )
+    assert r.status_code == 422 and "interval" in r.text
+    client.put(
+        "/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"}, headers=auth()
+    )
+    r = client.post("/api/v1/pipelines/e/train", headers=auth())
+    assert r.status_code == 422 and r.json()["error"] == "NoData"
