@@ -2,8 +2,8 @@
 
 For N synthetic series (step 1m, 6h of history, a 24-minute season) the pipeline is trained
 once, then inference cycles are timed: read the new point plus a 60-point context by PromQL,
-forecast, score, remote-write the four output series. Prints series/s (wall clock), series per CPU-second
-of this process, and the share of time spent reading, modelling, scoring and writing.
+forecast, score, remote-write the four output series. Prints series/s (wall clock), series
+per CPU-second of this process, and the share of time in reading, modelling, scoring, writing.
 
     uv run python bench/throughput.py                       # builtin at 1k and 10k, AutoETS at 1k
     uv run python bench/throughput.py --series 1000 --ets-series 0 --cycles 5

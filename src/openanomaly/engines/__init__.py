@@ -22,6 +22,8 @@ from openanomaly.ports import ModelEngine
 ENGINES: dict[str, str] = {
     "builtin": "openanomaly.engines.builtin",
     "statsforecast": "openanomaly.engines.statsforecast",
+    "remote": "openanomaly.engines.remote",
+    "auto": "openanomaly.engines.auto",
     # Later engines register here, each in its own module with create() and loads():
     # "mlforecast": "openanomaly.engines.mlforecast",
     # "chronos": "openanomaly.engines.chronos",
