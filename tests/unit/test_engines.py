@@ -90,6 +90,13 @@ CASES = [
         ("statsforecast", "AutoTheta", {"season_length": DAY}), id="AutoTheta", marks=slow
     ),
     pytest.param(("statsforecast", "MSTL", {"season_length": [DAY]}), id="MSTL", marks=slow),
+    pytest.param(("mlforecast", "LightGBM", {"season": "1d"}), id="mlforecast", marks=slow),
+    pytest.param(("pyod", "IForest", {}), id="pyod-IForest", marks=slow),
+    pytest.param(("pyod", "LOF", {}), id="pyod-LOF", marks=slow),
+    pytest.param(
+        ("auto", "holdout", {"candidates": [{"name": "mad"}, {"name": "profile"}]}), id="auto"
+    ),
+    pytest.param(("auto", "holdout", {}), id="auto-default", marks=slow),
 ]
 
 
@@ -132,6 +139,25 @@ def ratio(fc: Forecast, actual: np.ndarray) -> np.ndarray:
         return np.abs(actual - fc.yhat) / ((fc.upper - fc.lower) / 2)
 
 
+ONE_STEP = {"pyod"}
+"""Engines whose band holds for the next point only: a window detector's band is the set of
+values it would accept after the context's last window, so a 12-step seasonal horizon is beyond
+it. The seasonal test scores them one point at a time, each from the context just before it (as
+the Inferencer does with ``infer.every == step``); every other test keeps the whole horizon."""
+
+
+def one_step_ratios(engine: ModelEngine, panel: Panel, interval: float) -> np.ndarray:
+    """The score of each future point, forecast from the context that ends right before it."""
+    values = np.concatenate([panel.context.values, panel.actual], axis=1)
+    ts = np.concatenate([panel.context.timestamps, panel.future])
+    n, out = panel.context.timestamps.size, []
+    for k in range(panel.future.size):
+        context = SeriesBatch(panel.context.labels, ts[k : n + k], values[:, k : n + k])
+        one = Panel(panel.history, context, panel.future[k : k + 1], panel.actual[:, k : k + 1])
+        out.append(ratio(predict_like_inferencer(engine, one, interval), one.actual)[:, 0])
+    return np.stack(out, axis=1)
+
+
 class TestContract:
     def test_finite_ordered_band_for_every_series(self, fitted: Fitted) -> None:
         fc = fitted.forecast
@@ -155,7 +181,10 @@ class TestContract:
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
     def test_seasonal_series_stay_inside_a_0999_band(self, fitted: Fitted) -> None:
-        r = ratio(fitted.forecast, PANEL.actual)[:SEASONAL]
+        if fitted.spec.engine in ONE_STEP:
+            r = one_step_ratios(fitted.engine, PANEL, 0.999)[:SEASONAL]
+        else:
+            r = ratio(fitted.forecast, PANEL.actual)[:SEASONAL]
         assert (r <= 1).mean() >= 0.98, np.round(r.max(axis=1), 2)
 
     @pytest.mark.parametrize("row", [0, 3, TREND, CONSTANT, SPARSE, SHORT])

@@ -22,10 +22,11 @@ from openanomaly.ports import ModelEngine
 ENGINES: dict[str, str] = {
     "builtin": "openanomaly.engines.builtin",
     "statsforecast": "openanomaly.engines.statsforecast",
+    "mlforecast": "openanomaly.engines.mlforecast",
+    "pyod": "openanomaly.engines.pyod",
     "remote": "openanomaly.engines.remote",
     "auto": "openanomaly.engines.auto",
     # Later engines register here, each in its own module with create() and loads():
-    # "mlforecast": "openanomaly.engines.mlforecast",
     # "chronos": "openanomaly.engines.chronos",
 }
 """Engine name (``model.engine`` in a pipeline) -> module implementing it."""

@@ -1,0 +1,87 @@
+"""The band of a window detector: which values of the next point it would call normal.
+
+A detector scores the window *ending at* a point, so it needs the actual value, which a forecast
+band must do without. We turn the question around: for each series, given the last ``w - 1``
+context values, the band is the set of candidates ``y`` whose window ``[context..., y]`` the
+detector scores at most ``threshold``. It is found by a grid over ``y`` (every series at once, one
+``decision_function`` call), then bisection on both edges. No optional library is imported here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from openanomaly.core.series import FloatArray
+
+Scorer = Callable[[FloatArray], FloatArray]  # (rows, features) -> (rows,) outlier scores
+
+
+def window_features(base: FloatArray, y: FloatArray, *, diffs: bool) -> FloatArray:
+    """Features of the windows ``[base_i..., y_ij]``: ``base`` is ``(n, w-1)``, ``y`` is ``(n, k)``;
+    returns ``(n * k, w [+ w-1])`` rows, series-major.
+
+    With ``diffs``, the differences between the point and each earlier value of its window are
+    added: half the features then move with the point, so that detectors which pick features at
+    random (IForest) look at it as often as at its context.
+    """
+    n, k = y.shape
+    rep = np.repeat(base[:, None, :], k, axis=1)
+    win = np.concatenate([rep, y[:, :, None]], axis=2).reshape(n * k, -1)
+    if not diffs:
+        return win
+    return np.concatenate([win, (y[:, :, None] - rep).reshape(n * k, -1)], axis=1)
+
+
+def band(
+    score: Scorer,
+    base: FloatArray,
+    center: FloatArray,
+    unit: FloatArray,
+    threshold: FloatArray,
+    *,
+    span: float,
+    grid: int,
+    refine: int,
+    diffs: bool,
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """``(yhat, lower, upper)`` per series (in the units of ``base``).
+
+    The grid is ``center ± span * unit`` (``grid`` points). ``yhat`` is the best-scored candidate
+    (the one nearest ``center`` among ties) and the band is the contiguous run of candidates
+    around it scored at most ``max(threshold, best score)``, edges refined by ``refine``
+    bisections. When even the best candidate is over ``threshold`` (the context window itself is
+    abnormal) the band is what scores no worse than the best, so that one anomaly does not flag the
+    ``w - 1`` points after it. A band reaching the grid's end stops there.
+    """
+    n = base.shape[0]
+    offsets = np.linspace(-span, span, grid)
+    cand = center[:, None] + unit[:, None] * offsets[None, :]
+    s = score(window_features(base, cand, diffs=diffs)).reshape(n, grid)
+    best = s.min(axis=1)
+    limit = np.maximum(threshold, best)
+    idx = np.arange(grid)
+    tie = s <= best[:, None]
+    j = np.argmin(np.where(tie, np.abs(idx - grid // 2), grid), axis=1)
+    outside = s > limit[:, None]
+    lo = np.where(outside & (idx < j[:, None]), idx, -1).max(axis=1)
+    hi = np.where(outside & (idx > j[:, None]), idx, grid).min(axis=1)
+    rows = np.arange(n)
+    # Brackets (inside, outside) for each edge; an edge at the grid's end is final.
+    lo_in, lo_out = cand[rows, lo + 1], cand[rows, np.maximum(lo, 0)]
+    hi_in, hi_out = cand[rows, hi - 1], cand[rows, np.minimum(hi, grid - 1)]
+    for _ in range(refine):
+        mid = np.stack([(lo_in + lo_out) / 2, (hi_in + hi_out) / 2], axis=1)
+        inside = score(window_features(base, mid, diffs=diffs)).reshape(n, 2) <= limit[:, None]
+        lo_in, lo_out = (
+            np.where(inside[:, 0], mid[:, 0], lo_in),
+            np.where(inside[:, 0], lo_out, mid[:, 0]),
+        )
+        hi_in, hi_out = (
+            np.where(inside[:, 1], mid[:, 1], hi_in),
+            np.where(inside[:, 1], hi_out, mid[:, 1]),
+        )
+    lower = np.where(lo >= 0, (lo_in + lo_out) / 2, cand[:, 0])
+    upper = np.where(hi < grid, (hi_in + hi_out) / 2, cand[:, -1])
+    return cand[rows, j], lower, upper
