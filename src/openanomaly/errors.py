@@ -12,6 +12,7 @@ it to HTTP status codes in one place (``api/errors.py``); the CLI prints ``str(e
     ├── NoData               the query returned no series in the range
     └── EngineError          a model engine failed
         ├── EngineNotInstalled  the optional extra is missing (names it)
+        ├── EngineUnavailable   a service behind the engine (model server) is down
         └── UnknownModel        no such engine/model name (lists the known ones)
 """
 
@@ -66,6 +67,10 @@ class EngineNotInstalled(EngineError):
     def __init__(self, engine: str, extra: str) -> None:
         self.engine, self.extra = engine, extra
         super().__init__(f"engine {engine!r} is not installed: pip install 'openanomaly[{extra}]'")
+
+
+class EngineUnavailable(EngineError):
+    """A service an engine depends on (a remote model server) could not be reached."""
 
 
 class UnknownModel(EngineError):

@@ -20,7 +20,7 @@ from tenacity import (
 
 from openanomaly.adapters.prometheus.http import response_message
 from openanomaly.engines import _wire as wire
-from openanomaly.errors import EngineError
+from openanomaly.errors import EngineError, EngineUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ class RemoteEngineError(EngineError):
         super().__init__(message)
 
 
-class RemoteUnavailable(RemoteEngineError):
+class RemoteUnavailable(RemoteEngineError, EngineUnavailable):
     """The model server could not be reached, or kept answering 5xx/429, after retries."""
 
 
