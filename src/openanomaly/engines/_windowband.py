@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from openanomaly.core.series import FloatArray
 
@@ -45,15 +46,19 @@ def band(
     grid: int,
     refine: int,
     diffs: bool,
-) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """``(yhat, lower, upper)`` per series (in the units of ``base``).
+) -> tuple[FloatArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """The detector's band for the next point of each series, in the units of ``base``.
 
     The grid is ``center ± span * unit`` (``grid`` points). ``yhat`` is the best-scored candidate
     (the one nearest ``center`` among ties) and the band is the contiguous run of candidates
-    around it scored at most ``max(threshold, best score)``, edges refined by ``refine``
-    bisections. When even the best candidate is over ``threshold`` (the context window itself is
-    abnormal) the band is what scores no worse than the best, so that one anomaly does not flag the
-    ``w - 1`` points after it. A band reaching the grid's end stops there.
+    around it scored at most ``threshold``, edges refined by ``refine`` bisections; a band
+    reaching the grid's end stops there. ``abnormal`` marks the series whose best candidate is
+    over ``threshold``: their context window is itself abnormal (an anomaly still inside it), the
+    detector would flag any next value, and their band (what scores no worse than the best) means
+    little.
+
+    Returns:
+        ``(yhat, lower, upper, abnormal)``, one value per series.
     """
     n = base.shape[0]
     offsets = np.linspace(-span, span, grid)
@@ -84,4 +89,4 @@ def band(
         )
     lower = np.where(lo >= 0, (lo_in + lo_out) / 2, cand[:, 0])
     upper = np.where(hi < grid, (hi_in + hi_out) / 2, cand[:, -1])
-    return cand[rows, j], lower, upper
+    return cand[rows, j], lower, upper, best > threshold

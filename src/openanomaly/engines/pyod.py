@@ -2,10 +2,10 @@
 
 **Features.** The point at ``t`` is described by the window of the ``window`` values ending at
 ``t`` (the point itself included), each scaled by its series' median and robust spread learned at
-fit, and with ``diffs`` also the window's first differences. A detector (``IForest`` by default,
-``LOF``, or another PyOD detector by class name, with its own parameters) is fitted on training
-windows pooled across series (``pooled=False``: one detector per series), at most
-``max_windows`` of them, drawn at random.
+fit, and with ``diffs`` also the point minus each earlier value of the window. A detector
+(``IForest`` by default, ``LOF``, or another PyOD detector by class name, with its own
+parameters) is fitted on training windows pooled across series (``pooled=False``: one detector
+per series), at most ``max_windows`` of them, drawn at random.
 
 **The honest mapping to a band.** PyOD scores the window ending at a point, so it needs the
 actual value, which ``predict`` never sees; a detector has no forecast to give. We ask instead
@@ -13,20 +13,27 @@ which values the detector would call normal: for each series, given its last ``w
 context values, the band is the contiguous set of candidates ``y`` around the best-scored one
 whose window ``[context..., y]`` scores at most the threshold, found by a grid search over ``y``
 (vectorized over series) and bisection of the edges (``_windowband.band``); ``yhat`` is the
-best-scored candidate. The threshold is the asked ``interval``'s quantile of the detector's
-training scores (so ``interval=1 - contamination`` is PyOD's own ``threshold_``): a score
-``|y - yhat| / half-width`` above 1 then means exactly that the detector flags the point, up to
-the search's resolution. Inside the band the score is a distance from ``yhat``, not the detector's
-score, and the band may be asymmetric.
+best-scored candidate. A score ``|y - yhat| / half-width`` above 1 then means exactly that the
+detector flags the point, up to the search's resolution. Inside the band the score is a distance
+from ``yhat``, not the detector's score, and the band may be asymmetric.
+
+**Thresholds, calibrated at fit.** Up to 128 windows of each series (at most half of them) are
+held out of training; the detector's scores of them, standardized per series by their median and
+spread and pooled across series, give a split-conformal quantile at the asked ``interval``
+(their largest when too few for it). A series' threshold is its median plus that many spreads, so
+a noisy series is not flagged for its usual noise, nor a quiet one spared. ``contamination`` only
+sets PyOD's own ``threshold_``, which is not used.
 
 **Limits.** Every step of a multi-step horizon gets the same band, from the context's last window
-(the values in between are unknown). The grid spans ``span`` times the series' step-to-step
-spread around the recent level; a detector that would accept values beyond it is cut there. After
-an anomaly, while it sits in the window, the band is what scores no worse than the best candidate
-(see ``band``). Scaling uses the training median: a lasting level shift stays flagged until the
-next training. Windows carry no time of day. Predicting costs ``series x (grid + 2 * refine)``
-``decision_function`` rows. Series with fewer than ``window + 2`` points in training are unknown
-(cold start); contexts shorter than ``window - 1`` points get the built-in profile.
+(the values in between are unknown): the band is meant for the next point. The grid spans
+``span`` times the series' step-to-step spread around the recent level; a detector that would
+accept values beyond it is cut there. While an anomaly sits in the context's last window, the
+detector would flag any next value; those series get the built-in profile's band instead, so one
+anomaly does not flag the ``window - 1`` points after it. Scaling uses the training median: a
+lasting level shift stays flagged until the next training. Windows carry no time of day.
+Predicting costs ``series x (grid + 2 * refine)`` ``decision_function`` rows. Series with fewer
+than 3 held-out windows (about ``window + 5`` points) are unknown (cold start); contexts shorter
+than ``window - 1`` points get the built-in profile.
 
 Artifacts are pickles (they hold the fitted detectors): load them only from a trusted
 ArtifactStore.
@@ -130,10 +137,10 @@ class PyODEngine:
         step: the grid spacing in seconds.
         detector_params: passed to the detector's constructor (checked against its signature).
         window: points per window, >= 2.
-        diffs: add the window's first differences to the features.
+        diffs: add the point minus each earlier value of its window to the features.
         pooled: one detector for all series (True) or one per series.
         max_windows: most training windows (per detector), >= 100.
-        contamination: PyOD's expected outlier share, in (0, 0.5].
+        contamination: PyOD's expected outlier share, in (0, 0.5] (its ``threshold_`` only).
         grid: candidates of the band search, >= 8.
         span: half-width of the search, in step-to-step spreads, > 0.
         refine: bisections of each band edge, >= 0.
@@ -350,7 +357,7 @@ class PyODEngine:
             if not part.size or self.detectors_[d] is None:
                 continue
             rr = r[part]
-            mid, lo, hi = band(
+            mid, lo, hi, abnormal = band(
                 self.detectors_[d].decision_function,
                 base[part],
                 nanmedian(base[part]),
@@ -361,9 +368,12 @@ class PyODEngine:
                 refine=self.refine,
                 diffs=self.diffs,
             )
+            # An abnormal context window would flag any next value: keep the profile's band.
+            keep = ~abnormal
+            mid, lo, hi, rr = mid[keep], lo[keep], hi[keep], rr[keep]
             c, s = self.center_[rr], self.scale_[rr]
             floor = self.spread_floor * np.abs(c) + TINY
-            y, rows_out = c + s * mid, sel[part]
+            y, rows_out = c + s * mid, sel[part[keep]]
             yhat[rows_out] = y[:, None]
             lower[rows_out] = np.minimum(c + s * lo, y - floor)[:, None]
             upper[rows_out] = np.maximum(c + s * hi, y + floor)[:, None]
