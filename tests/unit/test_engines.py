@@ -7,9 +7,11 @@ Statsforecast cases are marked ``slow`` (its import and JIT cost a few seconds, 
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from openanomaly.engines import ENGINES, DefaultEngineFactory
 from openanomaly.engines.builtin import ProfileModel, nanmedian
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import ModelEngine
+from tests.unit.tiny_models import tiny_chronos
 
 STEP = 7200  # 2h: one day is 12 steps, so the seasonal statsforecast models stay cheap
 DAY = 12
@@ -72,6 +75,19 @@ def make_panel(seed: int = 7, offset: int = 5) -> Panel:
 
 PANEL = make_panel()
 slow = pytest.mark.slow
+TINY_NHITS = {  # trains in ~5 s on 2 CPU cores, enough to learn the panel's daily shape
+    "h": DAY,
+    "max_steps": 100,
+    "learning_rate": 0.01,
+    "mlp_units": [[32, 32]] * 3,
+    "windows_batch_size": 64,
+}
+
+
+def tiny(kind: str) -> Callable[[], str]:
+    """A tiny random Chronos checkpoint's directory, built when the case runs (needs torch)."""
+    return functools.partial(tiny_chronos, kind)
+
 
 CASES = [
     pytest.param(("builtin", "profile", {"season": "1d"}), id="builtin-profile"),
@@ -97,6 +113,14 @@ CASES = [
         ("auto", "holdout", {"candidates": [{"name": "mad"}, {"name": "profile"}]}), id="auto"
     ),
     pytest.param(("auto", "holdout", {}), id="auto-default", marks=slow),
+    pytest.param(("chronos", tiny("bolt"), {"batch_size": 5}), id="chronos-bolt-tiny", marks=slow),
+    pytest.param(("chronos", tiny("chronos2"), {}), id="chronos2-tiny", marks=slow),
+    pytest.param(("neuralforecast", "NHITS", TINY_NHITS), id="neuralforecast-NHITS", marks=slow),
+    pytest.param(
+        ("darts", "ExponentialSmoothing", {"seasonal_periods": "1d"}), id="darts-ETS", marks=slow
+    ),
+    pytest.param(("darts", "NaiveSeasonal", {"K": "1d"}), id="darts-SNaive", marks=slow),
+    pytest.param(("darts", "LinearRegressionModel", {"lags": 24}), id="darts-linear", marks=slow),
 ]
 
 
@@ -124,6 +148,7 @@ def predict_like_inferencer(engine: ModelEngine, panel: Panel, interval: float) 
 @pytest.fixture(scope="module", params=CASES)
 def fitted(request: pytest.FixtureRequest) -> Fitted:
     engine_name, name, params = request.param
+    name = name() if callable(name) else name  # a model built at run time (tiny checkpoint)
     spec = ModelSpec(engine=engine_name, name=name, params=params)
     factory = DefaultEngineFactory()
     original = factory.create(spec, step=STEP)
@@ -158,6 +183,12 @@ def one_step_ratios(engine: ModelEngine, panel: Panel, interval: float) -> np.nd
     return np.stack(out, axis=1)
 
 
+RANDOM_WEIGHTS = {"chronos"}
+"""Zero-shot engines tested with randomly initialised weights: no checkpoint can be downloaded
+here or in CI, so their forecasts are noise and the two accuracy tests (seasonal coverage, spike
+detection) are skipped for them; every other test of the contract holds as for any engine."""
+
+
 class TestContract:
     def test_finite_ordered_band_for_every_series(self, fitted: Fitted) -> None:
         fc = fitted.forecast
@@ -181,6 +212,8 @@ class TestContract:
             np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-12)
 
     def test_seasonal_series_stay_inside_a_0999_band(self, fitted: Fitted) -> None:
+        if fitted.spec.engine in RANDOM_WEIGHTS:
+            pytest.skip("random weights: no accuracy to test (RANDOM_WEIGHTS)")
         if fitted.spec.engine in ONE_STEP:
             r = one_step_ratios(fitted.engine, PANEL, 0.999)[:SEASONAL]
         else:
@@ -189,6 +222,8 @@ class TestContract:
 
     @pytest.mark.parametrize("row", [0, 3, TREND, CONSTANT, SPARSE, SHORT])
     def test_spike_in_the_actual_is_outside_the_band(self, fitted: Fitted, row: int) -> None:
+        if fitted.spec.engine in RANDOM_WEIGHTS:
+            pytest.skip("random weights: no accuracy to test (RANDOM_WEIGHTS)")
         actual = PANEL.actual.copy()
         actual[row, 7] = np.nanmax(PANEL.context.values[row]) + SPIKE
         assert ratio(fitted.forecast, actual)[row, 7] > 2

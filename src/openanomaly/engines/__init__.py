@@ -26,8 +26,10 @@ ENGINES: dict[str, str] = {
     "pyod": "openanomaly.engines.pyod",
     "remote": "openanomaly.engines.remote",
     "auto": "openanomaly.engines.auto",
+    "chronos": "openanomaly.engines.chronos",
+    "neuralforecast": "openanomaly.engines.neuralforecast",
+    "darts": "openanomaly.engines.darts",
     # Later engines register here, each in its own module with create() and loads():
-    # "chronos": "openanomaly.engines.chronos",
 }
 """Engine name (``model.engine`` in a pipeline) -> module implementing it."""
 
