@@ -1,8 +1,9 @@
 """The built-in models: numpy only, vectorized over the whole panel (no Python loop per series).
 
-``profile`` (the default) learns, per series, a seasonal profile (median per season slot) and a
-robust spread; at inference it follows level changes through the context it is handed, so it has
-no mutable state and running the same window twice gives identical results. ``zscore`` and
+``profile`` (the default) learns, per series, a seasonal profile (median per season slot, the
+season chosen from the data), a robust spread and the calibrated tails of its errors; at inference
+it follows level changes through the context it is handed, so it has no mutable state and running
+the same window twice gives identical results. ``zscore`` and
 ``mad`` need no training: they summarise the recent context. An unfitted ``profile`` is the
 cold-start model for series that appeared after the last fit.
 
@@ -21,14 +22,12 @@ import numpy.typing as npt
 
 from openanomaly.core.durations import parse_duration
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines import _seasonal as seasonal
 from openanomaly.engines.robust import (
-    MAD_TO_SD,
     MIN_POINTS,
     TINY,
-    block_center,
     check_floor,
     check_int,
-    circular_smooth,
     last_valid,
     nanmedian,
     recent_stats,
@@ -36,7 +35,9 @@ from openanomaly.engines.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = 1  # version of the dumps() layout
+_FORMAT = 2  # version of the dumps() layout (2: season choice and calibrated tails)
+_AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
+_Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
 
 class _Builtin:
@@ -128,36 +129,49 @@ class MadModel(_Recent):
 
 
 class ProfileModel(_Builtin):
-    """A seasonal profile with a robust spread, following the level through the context.
+    """A seasonal profile with calibrated bands, following the level through the context.
 
-    ``fit`` learns per series and season slot (``(t // step) % season_steps``, from absolute
-    timestamps) the median level and ``1.4826 * MAD`` of the residuals, both smoothed over
-    neighbouring slots; a series with under two seasons of data (or ``season=None``) gets a flat
-    level. ``predict`` adds to the profile the median of ``context - profile`` over the last
-    ``adapt`` points; the half-width is ``z * max(spread, recent context scale, floor)``.
-    Unfitted (or for a series it has not seen) it uses the context alone: median and MAD.
+    ``fit`` learns per series a level per season slot (``(t // step) % season_steps`` from
+    absolute timestamps: the smoothed median over the cycles), the robust spread of the errors
+    per slot, and the empirical tails of those errors in units of the spread, per side (see
+    ``_seasonal``). With ``season="auto"`` each series gets the season (none, 1d, 1w) that
+    predicts its own held-out cycles best, among those with two cycles of data.
+
+    ``predict`` adds to the profile the median of ``context - profile`` over the last ``adapt``
+    points. Each side of the band is the widest of: the calibrated tail at ``interval`` times
+    the slot's spread; ``z`` times the recent scale (MAD of those ``adapt`` points), so that a
+    burst of volatility widens it; and the largest deviation on that side within the last
+    ``memory`` points (as is at interval 0.999, scaled like a normal band at others), so that
+    only a deviation *new to the recent past* crosses it: a recurring spike does not alert
+    again and again. Unfitted, or for a series it has not
+    seen, it uses the context alone: median, ``z`` times the MAD, and the same memory.
 
     Args:
         step: the grid spacing in seconds.
-        season: the season as a duration (``"1d"``, seconds) or None; a multiple of ``step``.
+        season: ``"auto"``, a duration (``"1d"``, seconds, a multiple of ``step``) or None.
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
-        adapt: how many recent context points the level offset is taken over (>= 1).
-        spread_floor: smallest half-width relative to the series' typical level, in [0, 1).
+        adapt: recent context points the level offset and the recent scale use (>= 1).
+        memory: recent context points whose largest deviation the band covers (>= 0; 0: off).
+        spread_floor: smallest spread relative to the series' typical level, in [0, 1).
 
     Attributes:
         keys_: the series identities seen by ``fit``.
-        level_: ``(series, season_steps)`` profile level.
-        spread_: ``(series, season_steps)`` robust standard deviation of the residuals.
+        level_: ``(series, width)`` profile level; a series with a shorter season is tiled.
+        spread_: ``(series, width)`` robust standard deviation of the errors.
+        tails_: ``(series, 2, levels)`` upper and lower error quantiles in units of spread.
+        season_: ``(series,)`` chosen season in steps (1: no season).
         ref_: ``(series,)`` typical absolute level, the base of the relative floor.
         known_: ``(series,)`` which series had data to learn from.
     """
 
     name = "profile"
-    params = ("season", "smooth", "adapt", "spread_floor")
+    params = ("season", "smooth", "adapt", "memory", "spread_floor")
     requires_fit = True
     keys_: tuple[str, ...]
     level_: FloatArray
     spread_: FloatArray
+    tails_: FloatArray
+    season_: IntArray
     ref_: FloatArray
     known_: npt.NDArray[np.bool_]
 
@@ -165,74 +179,86 @@ class ProfileModel(_Builtin):
         self,
         *,
         step: int,
-        season: str | int | None = "1d",
+        season: str | int | None = "auto",
         smooth: int | None = None,
         adapt: int = 30,
+        memory: int = 60,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
         self.season, self.smooth = season, smooth
         self.adapt = check_int("adapt", adapt, 1)
-        seconds = 0
-        if season is not None:
-            try:
-                seconds = parse_duration(season)
-            except ValueError as exc:
-                raise EngineError(f"season: {exc}") from None
-            if seconds % self.step:
-                raise EngineError(f"season ({season}) must be a whole number of steps ({step}s)")
-        self._slots = max(1, seconds // self.step)
-        default = round(self._slots / 96) if self._slots > 1 else 0
-        self._smooth = default if smooth is None else check_int("smooth", smooth, 0)
+        self.memory = check_int("memory", memory, 0)
+        if smooth is not None:
+            check_int("smooth", smooth, 0)
+        self._candidates = self._seasons(season)
         self._index: dict[str, int] | None = None
+
+    def _seasons(self, season: str | int | None) -> list[int]:
+        """Candidate seasons in steps, ascending; 1 is "no season"."""
+        if season is None:
+            return [1]
+        if season == "auto":
+            whole = [s // self.step for s in _AUTO_SEASONS if s % self.step == 0]
+            return [1, *(s for s in whole if s > 1)]
+        try:
+            seconds = parse_duration(season)
+        except ValueError as exc:
+            raise EngineError(f"season: {exc} (or use 'auto' or null)") from None
+        if seconds % self.step:
+            raise EngineError(f"season ({season}) must be a whole number of steps ({self.step}s)")
+        return [max(1, seconds // self.step)]
 
     def get_params(self) -> dict[str, Any]:
         extra = {"season": self.season, "smooth": self.smooth, "adapt": self.adapt}
-        return {**extra, **super().get_params()}
-
-    def _slot(self, timestamps: IntArray) -> IntArray:
-        return np.asarray(timestamps, dtype=np.int64) // self.step % self._slots
+        return {**extra, "memory": self.memory, **super().get_params()}
 
     def fit(self, history: SeriesBatch) -> Self:
-        """Learn level and spread per series and slot from ``history``; returns self."""
+        """Choose each series' season, learn level, spread and tails; returns self."""
         if len(set(history.keys)) != len(history):
             raise EngineError("history has duplicate series keys")
-        tick = history.timestamps // self.step
-        slot, cycle = tick % self._slots, tick // self._slots
-        cycle = cycle - (cycle.min() if cycle.size else 0)
-        n_cycles = int(cycle.max()) + 1 if cycle.size else 1
-        n = len(history)
-        self.level_, self.spread_ = np.empty((n, self._slots)), np.empty((n, self._slots))
-        self.ref_ = np.empty(n)
-        chunk = max(1, 2**22 // (self._slots * n_cycles))  # bounds the (rows, slots, cycles) grid
+        n, tick = len(history), history.timestamps // self.step
+        self.ref_ = np.abs(nanmedian(history.values))
+        floor = seasonal.band_floor(self.ref_, self.spread_floor)
+        choice = np.zeros(n, dtype=np.int64)
+        parts: list[tuple[IntArray, int, tuple[FloatArray, FloatArray, FloatArray]]] = []
+        cycles = max(1, tick.size // max(self._candidates)) + 1
+        chunk = max(1, 2**22 // (max(self._candidates) * cycles))  # bounds the slot grids
         for start in range(0, n, chunk):
-            part = slice(start, start + chunk)
-            fitted = self._fit_rows(history.values[part], slot, cycle, n_cycles)
-            self.level_[part], self.spread_[part], self.ref_[part] = fitted
-        self.known_ = np.all(np.isfinite(self.level_), axis=1)
+            rows = np.arange(start, min(n, start + chunk))
+            x = history.values[rows]
+            pick = seasonal.choose_season(x, tick, self._candidates, self.smooth, self.adapt)
+            choice[rows] = pick
+            for k in np.unique(pick):
+                sub = np.flatnonzero(pick == k)
+                slots = self._candidates[k]
+                sm = seasonal.default_smooth(slots) if self.smooth is None else self.smooth
+                fitted = seasonal.fit_season(
+                    x[sub], tick, slots, smooth=sm, adapt=self.adapt, floor=floor[rows[sub]]
+                )
+                parts.append((rows[sub], slots, fitted))
+        self._assemble(n, parts)
+        self.season_ = np.asarray(self._candidates, dtype=np.int64)[choice]
         self.keys_ = history.keys
         self._index = None
         return self
 
-    def _fit_rows(
-        self, x: FloatArray, slot: IntArray, cycle: IntArray, n_cycles: int
-    ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        grid = np.full((x.shape[0], self._slots, n_cycles), np.nan)
-        flat = nanmedian(x)
-        seasonal = (np.count_nonzero(~np.isnan(x), axis=1) >= 2 * self._slots)[:, None]
-        level = np.repeat(flat[:, None], self._slots, axis=1)
-        if self._slots > 1:
-            grid[:, slot, cycle] = x
-            profile = circular_smooth(nanmedian(grid), self._smooth)
-            level = np.where(seasonal & ~np.isnan(profile), profile, level)
-        resid = x - level[:, slot]
-        dev = np.abs(resid - block_center(resid, self.adapt))
-        spread = np.repeat(nanmedian(dev)[:, None], self._slots, axis=1)
-        if self._slots > 1:
-            grid[:, slot, cycle] = dev
-            per_slot = circular_smooth(nanmedian(grid), self._smooth)
-            spread = np.where(seasonal & ~np.isnan(per_slot), per_slot, spread)
-        return level, MAD_TO_SD * spread, np.abs(flat)
+    def _assemble(
+        self, n: int, parts: list[tuple[IntArray, int, tuple[FloatArray, FloatArray, FloatArray]]]
+    ) -> None:
+        """One array per attribute; a season shorter than the widest chosen one is tiled."""
+        width = max((slots for _, slots, _ in parts), default=1)
+        self.level_, self.spread_ = np.full((n, width), np.nan), np.full((n, width), np.nan)
+        self.tails_ = np.full((n, 2, seasonal.TAIL_LEVELS.size), np.nan)
+        for rows, slots, (level, spread, tails) in parts:
+            self.level_[rows] = np.tile(level, width // slots)
+            self.spread_[rows] = np.tile(spread, width // slots)
+            self.tails_[rows] = tails
+        self.known_ = np.all(np.isfinite(self.level_), axis=1)
+
+    def _slot(self, timestamps: IntArray) -> IntArray:
+        width = int(self.level_.shape[1])
+        return np.asarray(np.asarray(timestamps, dtype=np.int64) // self.step % width)
 
     def _rows(self, keys: Sequence[str]) -> IntArray:
         """Each key's fitted row, or -1 (unseen, or seen without data)."""
@@ -254,29 +280,49 @@ class ProfileModel(_Builtin):
         return np.asarray(self._rows(keys) >= 0)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
-        """``profile + offset`` at ``timestamps`` with a ``z * scale`` band (see the class doc)."""
+        """``profile + offset`` at ``timestamps`` with the band of the class doc."""
         z, ts = z_score(interval), np.asarray(timestamps, dtype=np.int64)
         rows = self._rows(context.keys) if len(context) else np.zeros(0, dtype=np.int64)
         known, safe = rows >= 0, np.maximum(rows, 0)
-        recent = np.full((len(context), self.adapt), np.nan)
-        r, c, pos = last_valid(context.values, self.adapt)
-        recent[r, pos] = context.values[r, c]
-        if known.any():
-            base = self.level_[safe[r], self._slot(context.timestamps)[c]]
-            recent[r, pos] -= np.where(known[r], base, 0.0)
-        offset, scale, count = recent_stats(recent, robust=True)
+        recent = self._recent(context, known, safe)
+        offset, scale, count = recent_stats(recent[:, -self.adapt :], robust=True)
         yhat = np.repeat(offset[:, None], ts.size, axis=1)
-        spread = np.full_like(yhat, np.nan)
-        ref = np.abs(offset)
+        ref, spread = np.abs(offset), np.zeros_like(yhat)
+        up = dn = np.full(len(context), z)
         if known.any():
             cols = self._slot(ts)[None, :]
             level = self.level_[safe[:, None], cols]
             yhat = np.where(known[:, None], level + np.nan_to_num(offset)[:, None], yhat)
             spread = np.where(known[:, None], self.spread_[safe[:, None], cols], spread)
             ref = np.where(known, self.ref_[safe], ref)
-        half = self._half(z, np.fmax(spread, scale[:, None]), ref[:, None])
-        half = np.where((known | (count >= MIN_POINTS))[:, None], half, np.nan)
-        return Forecast(yhat, yhat - half, yhat + half)
+            one_sided = (1.0 + interval) / 2.0
+            tails = self.tails_[safe]
+            up = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 0], one_sided), z), z)
+            dn = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 1], one_sided), z), z)
+        base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
+        volatile = z * np.nan_to_num(scale)[:, None]
+        # Recent deviations are rescaled like a normal band from the default interval, so that
+        # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
+        dev = (recent[:, recent.shape[1] - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
+        above = np.fmax(np.fmax(up[:, None] * base, volatile), _largest(dev)[:, None])
+        below = np.fmax(np.fmax(dn[:, None] * base, volatile), _largest(-dev)[:, None])
+        usable = (known | (count >= MIN_POINTS))[:, None]
+        return Forecast(
+            yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
+        )
+
+    def _recent(
+        self, context: SeriesBatch, known: npt.NDArray[np.bool_], safe: IntArray
+    ) -> FloatArray:
+        """The last ``max(adapt, memory)`` context values less the profile, left-padded."""
+        width = max(self.adapt, self.memory)
+        recent = np.full((len(context), width), np.nan)
+        r, c, pos = last_valid(context.values, width)
+        recent[r, pos] = context.values[r, c]
+        if known.any():
+            base = self.level_[safe[r], self._slot(context.timestamps)[c]]
+            recent[r, pos] -= np.where(known[r], base, 0.0)
+        return recent
 
     def _arrays(self) -> dict[str, npt.NDArray[Any]]:
         if "keys_" not in self.__dict__:
@@ -286,6 +332,8 @@ class ProfileModel(_Builtin):
             "keys": keys,
             "level": self.level_,
             "spread": self.spread_,
+            "tails": self.tails_,
+            "season": self.season_,
             "ref": self.ref_,
             "known": self.known_,
         }
@@ -294,7 +342,13 @@ class ProfileModel(_Builtin):
         if "keys" in arrays:
             self.keys_ = tuple(json.loads(str(arrays["keys"])))
             self.level_, self.spread_ = arrays["level"], arrays["spread"]
+            self.tails_, self.season_ = arrays["tails"], arrays["season"]
             self.ref_, self.known_ = arrays["ref"], arrays["known"]
+
+
+def _largest(dev: FloatArray) -> FloatArray:
+    """Each row's largest value (0 when none is positive or present)."""
+    return np.asarray(np.where(np.isnan(dev), 0.0, np.fmax(dev, 0.0)).max(axis=1, initial=0.0))
 
 
 BuiltinModel = ProfileModel | ZScoreModel | MadModel
