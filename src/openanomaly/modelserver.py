@@ -23,12 +23,13 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import SecretStr
 
 from openanomaly.api import errors
+from openanomaly.api.auth import bearer, check_bearer
 from openanomaly.core.spec import ModelSpec
 from openanomaly.engines import _wire as wire
 from openanomaly.errors import EngineError, OpenAnomalyError
@@ -229,19 +230,10 @@ async def _serve(call: Callable[[Body], Body], request: Request) -> Response:
     return Response(wire.dumps(result), media_type="application/json")
 
 
-_bearer = HTTPBearer(auto_error=False)
-
-
 def _token_check(token: SecretStr | None) -> Callable[..., None]:
     # The annotation names a module global: with postponed annotations FastAPI resolves it there.
-    def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        if token is None:
-            return
-        given = creds.credentials if creds is not None else ""
-        if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
-            raise HTTPException(
-                401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
+    def check(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        check_bearer(creds, token)
 
     return check
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials
 
+from openanomaly.api.auth import bearer, check_bearer
 from openanomaly.bootstrap import Container
 from openanomaly.service import Service
-
-_bearer = HTTPBearer(auto_error=False)
 
 
 def get_container(request: Request) -> Container:
@@ -25,16 +23,9 @@ def get_service(container: Annotated[Container, Depends(get_container)]) -> Serv
 
 def require_token(
     container: Annotated[Container, Depends(get_container)],
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> None:
-    token = container.settings.api.token
-    if token is None:
-        return
-    given = creds.credentials if creds is not None else ""
-    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
-        raise HTTPException(
-            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    check_bearer(creds, container.settings.api.token)
 
 
 ContainerDep = Annotated[Container, Depends(get_container)]
