@@ -15,7 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from openanomaly.core.series import FloatArray, IntArray, SeriesBatch
+from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.errors import EngineError
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,35 @@ def long_frame(batch: SeriesBatch, rows: IntArray, step: int) -> pd.DataFrame:
 
 
 __all__ = ["Filled", "fill_gaps", "long_frame"]
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """What a forecaster over contexts needs first: an all-NaN forecast to fill, the rows that
+    have any data, and how many steps after the context each timestamp lies."""
+
+    out: Forecast
+    rows: IntArray
+    ahead: IntArray
+
+    @property
+    def empty(self) -> bool:
+        return not self.ahead.size or not self.rows.size
+
+
+def horizon(context: SeriesBatch, timestamps: IntArray, step: int, name: str) -> Horizon:
+    """Check that ``timestamps`` come after ``context`` and set up the forecast to fill.
+
+    Raises:
+        EngineError: a timestamp is not after the context's end.
+    """
+    ts = np.asarray(timestamps, dtype=np.int64)
+    n = len(context)
+    out = Forecast(*(np.full((n, ts.size), np.nan) for _ in range(3)))
+    rows = np.flatnonzero(~np.all(np.isnan(context.values), axis=1))
+    if not ts.size or not rows.size:
+        return Horizon(out, rows, np.empty(0, dtype=np.int64))
+    ahead = (ts - context.timestamps[-1]) // step
+    if ahead.min() < 1:
+        raise EngineError(f"{name}: timestamps to forecast must come after the context")
+    return Horizon(out, rows, ahead)

@@ -48,6 +48,7 @@ from openanomaly.engines._darts_util import (
     spread,
     to_series,
 )
+from openanomaly.engines._gaps import horizon
 from openanomaly.engines._lightning import QUIET_TRAINER, quiet_lightning
 from openanomaly.engines._sfmodels import season_steps
 from openanomaly.engines.builtin import ProfileModel
@@ -214,14 +215,10 @@ class DartsEngine:
             raise EngineError(f"{self.name}: predict() before fit()")
         ts = np.asarray(timestamps, dtype=np.int64)
         z = z_score(interval)
-        n = len(context)
-        out = Forecast(*(np.full((n, ts.size), np.nan) for _ in range(3)))
-        rows = np.flatnonzero(~np.all(np.isnan(context.values), axis=1))
-        if not ts.size or not rows.size:
+        hz = horizon(context, ts, self.step, self.name)
+        out, rows, ahead = hz.out, hz.rows, hz.ahead
+        if hz.empty:
             return out
-        ahead = (ts - context.timestamps[-1]) // self.step
-        if ahead.min() < 1:
-            raise EngineError(f"{self.name}: timestamps to forecast must come after the context")
         h = int(ahead.max())
         series = to_series(context, rows, self.step)
         if self.requires_fit:

@@ -35,7 +35,7 @@ import numpy.typing as npt
 
 from openanomaly.core.series import Forecast, IntArray, SeriesBatch
 from openanomaly.engines._bands import at_levels, band, quantile_plan
-from openanomaly.engines._gaps import long_frame
+from openanomaly.engines._gaps import horizon, long_frame
 from openanomaly.engines._lightning import QUIET_TRAINER, quiet_lightning
 from openanomaly.engines._sfmodels import season_steps
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
@@ -172,15 +172,10 @@ class NeuralForecastEngine:
         """Apply the trained network to each series' context (no refit); NaN rows stay NaN."""
         if "nf_" not in self.__dict__:
             raise EngineError(f"{self.name}: predict() before fit()")
-        ts = np.asarray(timestamps, dtype=np.int64)
-        n = len(context)
-        out = Forecast(*(np.full((n, ts.size), np.nan) for _ in range(3)))
-        rows = np.flatnonzero(~np.all(np.isnan(context.values), axis=1))
-        if not ts.size or not rows.size:
+        hz = horizon(context, timestamps, self.step, self.name)
+        out, rows, ahead = hz.out, hz.rows, hz.ahead
+        if hz.empty:
             return out
-        ahead = (ts - context.timestamps[-1]) // self.step
-        if ahead.min() < 1:
-            raise EngineError(f"{self.name}: timestamps to forecast must come after the context")
         h = max(int(ahead.max()), self.h)
         with self._lock:
             frame = self.nf_.predict(df=long_frame(context, rows, self.step), h=h)
