@@ -206,8 +206,9 @@ def normalised(scores: Iterable[FileScore]) -> float:
 
 
 def default_thresholds() -> FloatArray:
-    """Candidate thresholds for the best-threshold sweep: 1 and a log grid over 0.1..1000."""
-    return np.unique(np.concatenate([[1.0], np.geomspace(0.1, 1000.0, 241)]))
+    """Candidate thresholds for the best-threshold sweep: 1 and a log grid over 0.1..1e6 (40
+    per decade; a band that collapses on a constant stretch gives huge scores)."""
+    return np.unique(np.concatenate([[1.0], np.geomspace(0.1, 1e6, 281)]))
 
 
 def best_threshold(

@@ -1,0 +1,276 @@
+"""Detection quality on the NAB sample, end to end through a real VictoriaMetrics.
+
+Every NAB file is remote-written into a VictoriaMetrics started here (temp dir, loopback only)
+with its own, past, timestamps. Then, per engine and file, a pipeline is backtested over it in
+production-sized steps: read back through PromQL at the file's step (inferred from the data),
+fitted on what came before (the first 15% of the file is learning only), refitted daily, scored
+every step from its context. The scores are remote-written as ``anomaly_score`` (as
+``openanomaly backtest --write`` does), read back by PromQL and compared with the labelled
+windows by NAB's scorer (``openanomaly.quality.nab``): a detection is the start of a run of
+``anomaly_score > 1`` (an alert firing); the per-row count NAB's own detectors use and the
+label-chosen best threshold are printed next to it. Each engine runs with its defaults and one
+pipeline configuration for every file (``PIPELINE``): no per-file tuning.
+
+    uv run python bench/quality.py                                   # the default engine set
+    uv run python bench/quality.py --engines builtin:profile statsforecast:AutoETS
+    uv run python bench/quality.py --files 'realKnownCause/*' --per-file
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._quality_report import FileRun, report
+from tests.servers import start_victoriametrics
+
+from openanomaly.adapters.prometheus.reader import PrometheusReader
+from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
+from openanomaly.core.backtest import backtest
+from openanomaly.core.outputs import build_outputs
+from openanomaly.core.records import OutputSeries
+from openanomaly.core.series import SeriesBatch
+from openanomaly.core.spec import ModelSpec, Pipeline
+from openanomaly.engines import DefaultEngineFactory
+from openanomaly.ports import ModelEngine
+from openanomaly.quality.nab import Labels
+
+DATA = Path(os.environ.get("NAB_DIR", "/work/shared/data/nab"))
+DEFAULT_ENGINES = ["builtin:profile", "builtin:mad", "builtin:zscore", "statsforecast:AutoETS"]
+METRIC = "nab_value"
+# The one pipeline every file and engine runs with (step, query and model are filled in): fit
+# on up to four weeks of history, refit daily, score every new point from the last day.
+PIPELINE: dict[str, Any] = {
+    "train": {"window": "28d", "every": "1d"},
+    "infer": {"context": "1d"},
+}
+INFER_STEPS = 1  # infer.every in steps: score each point as soon as it arrives
+
+
+@dataclass(frozen=True)
+class NabFile:
+    """One labelled series: its rows, the grid step they are read at and the windows."""
+
+    name: str  # category/file.csv
+    timestamps: np.ndarray  # unix seconds per row
+    values: np.ndarray
+    labels: Labels
+    step: int
+
+    @property
+    def category(self) -> str:
+        return self.name.split("/")[0]
+
+    @property
+    def grid(self) -> np.ndarray:
+        """The grid point each row is read back at (a range query shows a sample at the first
+        step at or after it)."""
+        return -(-self.timestamps // self.step) * self.step
+
+
+def _seconds(stamps: Sequence[str] | pd.Series) -> np.ndarray:
+    return np.asarray(pd.to_datetime(stamps), dtype="datetime64[s]").astype(np.int64)
+
+
+def load_corpus(root: Path, patterns: Sequence[str]) -> list[NabFile]:
+    """The NAB files matching any of ``patterns`` (``category/file.csv`` globs)."""
+    windows = json.loads((root / "combined_windows.json").read_text())
+    names = sorted(n for n in windows if any(fnmatch.fnmatch(n, p) for p in patterns))
+    files = []
+    for name in names:
+        frame = pd.read_csv(root / name)
+        ts = _seconds(frame["timestamp"])
+        spans = [(int(a), int(b)) for a, b in (_seconds(w) for w in windows[name])]
+        step = int(np.median(np.diff(ts)))  # 5 minutes mostly; hourly and half-hourly too
+        labels = Labels.from_timestamps(ts, spans)
+        files.append(NabFile(name, ts, frame["value"].to_numpy(float), labels, step))
+    return files
+
+
+def write_corpus(write_url: str, files: Sequence[NabFile]) -> int:
+    """Remote-write every file as ``nab_value{file=...}`` at its own timestamps."""
+    writer = RemoteWriteWriter(write_url, flavor="victoriametrics")
+    try:
+        return writer.write(
+            [
+                OutputSeries({"__name__": METRIC, "file": f.name}, f.timestamps, f.values)
+                for f in files
+            ]
+        )
+    finally:
+        writer.close()
+
+
+def bench_pipeline(engine: str, file: NabFile, index: int) -> Pipeline:
+    """The global bench pipeline for ``file`` with model ``engine`` (``engine[:name]``)."""
+    lib, _, name = engine.partition(":")
+    return Pipeline.model_validate(
+        {
+            **PIPELINE,
+            "id": f"nab-{index:02d}-{lib}-{name or 'default'}".lower()[:63],
+            "query": f'{METRIC}{{file="{file.name}"}}',
+            "step": file.step,
+            "infer": {**PIPELINE["infer"], "every": INFER_STEPS * file.step},
+            "model": {"engine": lib, "name": name or None},
+        }
+    )
+
+
+class _Clock:
+    fit = 0.0
+    read = 0.0
+    fits = 0
+
+
+class _TimedModel:
+    """Delegates to a model, adding the time spent in ``fit`` to a clock."""
+
+    def __init__(self, model: ModelEngine, clock: _Clock) -> None:
+        self._model, self._clock = model, clock
+        self.requires_fit = model.requires_fit
+
+    def fit(self, history: SeriesBatch) -> _TimedModel:
+        began = time.perf_counter()
+        self._model = self._model.fit(history)
+        self._clock.fit += time.perf_counter() - began
+        self._clock.fits += 1
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+
+class _TimedEngines(DefaultEngineFactory):
+    def __init__(self, clock: _Clock) -> None:
+        self._clock = clock
+
+    def create(self, spec: ModelSpec, *, step: int) -> ModelEngine:
+        return _TimedModel(super().create(spec, step=step), self._clock)  # type: ignore[return-value]
+
+
+class _TimedReader(PrometheusReader):
+    clock: _Clock
+
+    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        began = time.perf_counter()
+        try:
+            return super().query_range(query, start, end, step)
+        finally:
+            self.clock.read += time.perf_counter() - began
+
+
+def run_file(url: str, engine: str, file: NabFile, index: int) -> FileRun:
+    """Backtest one file with one engine, write the scores, read them back per CSV row."""
+    pipeline, clock = bench_pipeline(engine, file, index), _Clock()
+    reader = _TimedReader(url)
+    reader.clock = clock
+    grid = file.grid
+    start, end = int(grid[file.labels.probation]) - file.step, int(grid[-1])
+    began = time.perf_counter()
+    result = backtest(pipeline, reader, _TimedEngines(clock), start=start, end=end)
+    wall = time.perf_counter() - began
+    writer = RemoteWriteWriter(f"{url}/api/v1/write", flavor="victoriametrics")
+    try:
+        writer.write(
+            build_outputs(result.batch.labels, result.batch.timestamps, result.scored, pipeline)
+        )
+    finally:
+        writer.close()
+    httpx.get(f"{url}/internal/force_flush", timeout=30).raise_for_status()
+    back = reader.query_range(f'anomaly_score{{pipeline="{pipeline.id}"}}', start, end, file.step)
+    reader.close()
+    return FileRun(
+        engine=engine,
+        file=file.name,
+        score=_per_row(back, grid),
+        labels=file.labels,
+        fit_seconds=clock.fit,
+        fits=clock.fits,
+        infer_seconds=wall - clock.fit - clock.read,
+        windows=result.windows,
+    )
+
+
+def _per_row(back: SeriesBatch, grid: np.ndarray) -> np.ndarray:
+    """The read-back score at each CSV row's grid point (NaN where none was written)."""
+    score = np.full(grid.size, np.nan)
+    if len(back) != 1:
+        return score
+    idx = np.clip(np.searchsorted(back.timestamps, grid), 0, max(back.timestamps.size - 1, 0))
+    ok = back.timestamps.size > 0 and back.timestamps[idx] == grid
+    score[ok] = back.values[0, idx[ok]]
+    return score
+
+
+def run_all(url: str, engines: Sequence[str], files: Sequence[NabFile], jobs: int) -> list[FileRun]:
+    """Every (engine, file) pair, ``jobs`` at a time, longest files first, with a progress bar."""
+    tasks = [(e, i, f) for e in engines for i, f in enumerate(files)]
+    tasks.sort(key=lambda t: -t[2].timestamps.size)
+    runs: list[FileRun] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with ProcessPoolExecutor(jobs) as pool:
+        # Submitted before the progress bar starts its thread: the workers fork a quiet process.
+        futures: list[Future[FileRun]] = [pool.submit(run_file, url, e, f, i) for e, i, f in tasks]
+        with Progress(*columns, console=Console(stderr=True)) as bar:
+            task = bar.add_task("backtest NAB", total=len(tasks))
+            for done in as_completed(futures):
+                run = done.result()
+                runs.append(run)
+                bar.update(
+                    task, advance=1, description=f"{run.engine} {run.file.split('/')[-1][:28]}"
+                )
+    return runs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES, help="engine[:model] ...")
+    ap.add_argument("--files", nargs="+", default=["*"], help="category/file.csv globs")
+    ap.add_argument("--data", type=Path, default=DATA, help="the NAB sample directory")
+    ap.add_argument("--jobs", type=int, default=2, help="files backtested at once")
+    ap.add_argument("--per-file", action="store_true", help="also print one row per file")
+    args = ap.parse_args()
+    files = load_corpus(args.data, args.files)
+    if not files:
+        sys.exit(f"no NAB file matches {args.files} in {args.data}")
+    config = f"pipeline {json.dumps(PIPELINE)}, infer.every {INFER_STEPS} step"
+    print(f"NAB sample: {len(files)} files; {config}")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_victoriametrics(Path(tmp))
+        try:
+            began = time.perf_counter()
+            sent = write_corpus(server.write_url, files)
+            server.flush()
+            print(f"VictoriaMetrics at {server.url}: wrote {sent:,} samples")
+            runs = run_all(server.url, args.engines, files, args.jobs)
+            print(f"backtests done in {time.perf_counter() - began:.0f}s wall ({args.jobs} jobs)")
+        finally:
+            server.stop()
+    report(runs, engines=args.engines, per_file=args.per_file)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The built-in profile's learning: season choice, calibrated tails per side, recent memory.
+
+The shared engine contract runs in test_engines.py; these pin what makes the default model
+usable on real metrics (NAB-like: spiky, quantized, one-sided, seasonal or not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from openanomaly.core.series import SeriesBatch
+from openanomaly.core.spec import ModelSpec
+from openanomaly.engines import DefaultEngineFactory
+from openanomaly.engines._seasonal import TAIL_LEVELS, quantiles, tail_factor
+from openanomaly.engines.builtin import ProfileModel, loads
+from openanomaly.errors import EngineError
+
+STEP = 3600
+DAY, WEEK = 24, 168
+T0 = 1_700_006_400 // (7 * 86400) * (7 * 86400)  # a week boundary
+
+
+def batch(rows: list[np.ndarray], start: int = 0) -> SeriesBatch:
+    t = rows[0].size
+    labels = tuple({"i": str(i)} for i in range(len(rows)))
+    return SeriesBatch(labels, T0 + (start + np.arange(t)) * STEP, np.vstack(rows))
+
+
+def score(
+    model: ProfileModel, history: np.ndarray, actual: float, interval: float = 0.999
+) -> float:
+    """The anomaly score of ``actual`` right after ``history`` (its last day as context)."""
+    ctx = batch([history[-DAY:]], start=history.size - DAY)
+    fc = model.predict(ctx, np.array([T0 + history.size * STEP]), interval)
+    yhat, lo, hi = fc.yhat[0, 0], fc.lower[0, 0], fc.upper[0, 0]
+    return float((actual - yhat) / (hi - yhat) if actual >= yhat else (yhat - actual) / (yhat - lo))
+
+
+def test_auto_season_picks_what_predicts_held_out_cycles() -> None:
+    rng = np.random.default_rng(0)
+    k = np.arange(4 * WEEK)
+    daily = 50 + 10 * np.sin(2 * np.pi * k / DAY) + rng.normal(0, 1, k.size)
+    weekly = 50 + 10 * (k % WEEK >= 5 * DAY) + rng.normal(0, 1, k.size)  # weekends differ
+    noise = 50 + rng.normal(0, 3, k.size)
+    model = ProfileModel(step=STEP).fit(batch([daily, weekly, noise]))
+    assert model.season_.tolist() == [DAY, WEEK, 1]
+    assert model.level_.shape[1] == WEEK  # the daily row is tiled over the week
+    # Under two weeks of data no weekly season: the weekend pattern is no daily one either.
+    short = ProfileModel(step=STEP).fit(batch([daily[: 13 * DAY], weekly[: 13 * DAY]]))
+    assert short.season_.tolist() == [DAY, 1]
+
+
+def test_tails_learn_normal_spikes_and_flag_bigger_ones() -> None:
+    rng = np.random.default_rng(1)
+    spiky = np.where(rng.random(3 * WEEK) < 0.03, 10.0, 0.1)  # quantized: its MAD is 0
+    model = ProfileModel(step=STEP, season=None).fit(batch([spiky]))
+    calm = spiky.copy()
+    calm[-DAY:] = 0.1  # no spike in the context: the memory does not help
+    assert score(model, calm, 10.0) <= 1.0
+    assert score(model, calm, 30.0) > 1.0
+
+
+def test_each_side_has_its_own_tail() -> None:
+    rng = np.random.default_rng(2)
+    up_spikes = 20 + rng.normal(0, 0.5, 3 * WEEK) + 15 * (rng.random(3 * WEEK) < 0.03)
+    model = ProfileModel(step=STEP, season=None).fit(batch([up_spikes]))
+    upper, lower = model.tails_[0, 0, -1], model.tails_[0, 1, -1]
+    assert upper > 5 * lower
+    calm = up_spikes.copy()
+    calm[-DAY:] = 20.0
+    assert score(model, calm, 35.0) <= 1.0  # as high as the usual spikes: normal
+    assert score(model, calm, 15.0) > 1.0  # as far below: never seen, anomalous
+
+
+def test_memory_covers_recent_deviations_only_at_the_default_interval() -> None:
+    rng = np.random.default_rng(3)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    spiked = noise.copy()
+    spiked[-5] = 40.0  # the same spike five hours ago
+    assert score(model, noise, 40.0) > 1.0
+    assert score(model, spiked, 40.0) <= 1.0
+    assert score(model, spiked, 45.0) > 1.0
+    forgetful = ProfileModel(step=STEP, season=None, memory=0).fit(batch([noise]))
+    assert score(forgetful, spiked, 40.0) > 1.0
+    # Normal noise in the context leaves a moderate band (0.8) as narrow as without memory.
+    ctx = batch([noise[-72:]], start=noise.size - 72)
+    ahead = np.array([T0 + noise.size * STEP])
+    upper = [m.predict(ctx, ahead, 0.8).upper[0, 0] for m in (model, forgetful)]
+    assert upper[0] == pytest.approx(upper[1])
+
+
+def test_round_trip_keeps_seasons_and_tails() -> None:
+    rng = np.random.default_rng(4)
+    k = np.arange(3 * WEEK)
+    model = ProfileModel(step=STEP).fit(batch([30 + np.sin(k) + rng.normal(0, 1, k.size)]))
+    again = loads(model.dumps(), step=STEP)
+    assert isinstance(again, ProfileModel)
+    np.testing.assert_array_equal(again.tails_, model.tails_)
+    np.testing.assert_array_equal(again.season_, model.season_)
+
+
+def test_quantiles_and_tail_extrapolation() -> None:
+    a = np.arange(1001, dtype=float)[None, :]
+    a[0, :3] = np.nan
+    got = quantiles(a, TAIL_LEVELS)
+    np.testing.assert_allclose(got[0], [np.quantile(np.arange(3, 1001), q) for q in TAIL_LEVELS])
+    tails = np.array([[1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]])  # levels 0.75 .. 0.999
+    assert tail_factor(tails, 0.999)[0] == pytest.approx(4.0)
+    assert tail_factor(tails, 0.9995)[0] == pytest.approx(4.0 + 0.5 / np.log10(5) * np.log10(2))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"memory": -1}, "memory must be an integer >= 0"),
+        ({"season": "weekly"}, "season"),
+    ],
+)
+def test_bad_params_name_the_param(params: dict[str, object], message: str) -> None:
+    with pytest.raises(EngineError, match=message):
+        DefaultEngineFactory().create(ModelSpec(params=params), step=STEP)
