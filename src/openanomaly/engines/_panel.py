@@ -7,6 +7,7 @@ No optional library is imported here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -91,3 +92,10 @@ def spans(start: IntArray, length: IntArray) -> tuple[IntArray, IntArray]:
     first = np.repeat(np.cumsum(length) - length, length)
     cols = np.repeat(start, length) + np.arange(owner.size, dtype=np.int64) - first
     return owner, cols.astype(np.int64)
+
+
+def fitted_rows(keys: Sequence[str], index: Mapping[str, int], known: BoolArray) -> IntArray:
+    """Each key's row in a fitted model (``index``: key -> row), or -1 when the model never saw
+    the key or saw it without enough data (``known`` false)."""
+    rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+    return np.where((rows >= 0) & known[np.maximum(rows, 0)], rows, -1)

@@ -50,6 +50,7 @@ from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
 from openanomaly.engines._panel import (
     conformal_quantile,
     fill_gaps,
+    fitted_rows,
     last_run,
     robust_scale,
     runs,
@@ -342,9 +343,7 @@ class MLForecastEngine:
             return np.full(len(keys), -1, dtype=np.int64)
         if self._index is None:
             self._index = {k: i for i, k in enumerate(self.keys_)}
-        index = self._index
-        rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        return np.where((rows >= 0) & self.known_[np.maximum(rows, 0)], rows, -1)
+        return fitted_rows(keys, self._index, self.known_)
 
     def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Which series the model was trained on (the rest get the cold-start model)."""

@@ -52,7 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines._panel import fill_gaps, last_run, robust_scale
+from openanomaly.engines._panel import fill_gaps, fitted_rows, last_run, robust_scale
 from openanomaly.engines._windowband import band, window_features
 from openanomaly.engines.builtin import ProfileModel
 from openanomaly.engines.robust import (
@@ -300,9 +300,7 @@ class PyODEngine:
             return np.full(len(keys), -1, dtype=np.int64)
         if self._index is None:
             self._index = {k: i for i, k in enumerate(self.keys_)}
-        index = self._index
-        rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        return np.where((rows >= 0) & self.known_[np.maximum(rows, 0)], rows, -1)
+        return fitted_rows(keys, self._index, self.known_)
 
     def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
         """Which series had training windows (the rest get the cold-start model)."""
