@@ -78,7 +78,7 @@ def test_memory_covers_recent_deviations_only_at_the_default_interval() -> None:
     noise = 20 + rng.normal(0, 1, 3 * WEEK)
     model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
     spiked = noise.copy()
-    spiked[-5] = 40.0  # the same spike five hours ago
+    spiked[-10] = 40.0  # the same spike ten hours ago
     assert score(model, noise, 40.0) > 1.0
     assert score(model, spiked, 40.0) <= 1.0
     assert score(model, spiked, 45.0) > 1.0
@@ -89,6 +89,33 @@ def test_memory_covers_recent_deviations_only_at_the_default_interval() -> None:
     ahead = np.array([T0 + noise.size * STEP])
     upper = [m.predict(ctx, ahead, 0.8).upper[0, 0] for m in (model, forgetful)]
     assert upper[0] == pytest.approx(upper[1])
+
+
+def test_a_growing_excursion_stays_one_run_above_the_band() -> None:
+    rng = np.random.default_rng(5)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    ramp = noise.copy()
+    ramp[-3:] = [30.0, 32.0, 34.0]  # an excursion under way for three steps
+    model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    assert model.onset == 6
+    assert score(model, ramp, 33.0) > 1.0  # judged against the band from before it began
+    chasing = ProfileModel(step=STEP, season=None, onset=0).fit(batch([noise]))
+    assert score(chasing, ramp, 33.0) <= 1.0  # an edge that chases it would flap
+
+
+def test_one_incident_in_the_training_window_is_not_learnt_as_normal() -> None:
+    rng = np.random.default_rng(6)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    incident = noise.copy()
+    incident[DAY : DAY + 3] = [60.0, 80.0, 60.0]
+    clean = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    dirty = ProfileModel(step=STEP, season=None).fit(batch([incident]))
+    np.testing.assert_allclose(dirty.tails_[0, 0], clean.tails_[0, 0], rtol=0.1)
+    assert score(dirty, noise, 40.0) > 1.0
+    # An extreme that recurs is the series' own behaviour and keeps widening the band.
+    twice = incident.copy()
+    twice[2 * DAY : 2 * DAY + 3] = [60.0, 80.0, 60.0]
+    assert ProfileModel(step=STEP, season=None).fit(batch([twice])).tails_[0, 0, -1] > 5.0
 
 
 def test_round_trip_keeps_seasons_and_tails() -> None:

@@ -12,6 +12,11 @@ Pure numpy, vectorized over series (rows); ``ProfileModel`` in ``builtin.py`` dr
   ``e / spread[slot]`` are kept as empirical quantiles per side (``TAIL_LEVELS``), so that the
   band at ``interval`` covers what the series really does; beyond the highest stored level the
   quantile is extrapolated linearly in ``-log10(1 - p)`` (an exponential tail).
+* **One incident is not normal.** A training window often holds an incident, and at 0.999 the
+  top quantiles of a few thousand errors *are* that incident: learnt as normal, it would widen
+  the band for as long as it stays in the window (28 days of blindness after one marathon in a
+  taxi-demand series). So each side's tails leave out its single largest error and the
+  ``INCIDENT`` points either side of it; a series whose extremes recur keeps them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ TAIL_LEVELS = np.array([0.75, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999])
 _TAIL_X = -np.log10(1.0 - TAIL_LEVELS)
 MIN_CYCLES = 2  # a season is learnt from two cycles at least
 MARGIN = 0.9  # a longer season must cut the held-out error by 10% to be preferred
+INCIDENT = 2  # points either side of the worst error per side that the tails leave out
 
 
 def default_smooth(slots: int) -> int:
@@ -112,8 +118,17 @@ def fit_season(
         spread = np.where(np.isnan(per_slot), typical, per_slot)
     spread = MAD_TO_SD * spread
     u = err / np.fmax(spread[:, slot], floor[:, None])
-    tails = np.stack([quantiles(u, TAIL_LEVELS), quantiles(-u, TAIL_LEVELS)], axis=1)
+    tails = np.stack([_tail_quantiles(u), _tail_quantiles(-u)], axis=1)
     return level, spread, np.fmax(tails, 0.0)
+
+
+def _tail_quantiles(u: FloatArray) -> FloatArray:
+    """Each row's quantiles at ``TAIL_LEVELS`` without its largest value and the ``INCIDENT``
+    points either side of it (see the module doc)."""
+    t = np.arange(u.shape[1])
+    peak = np.argmax(np.where(np.isnan(u), -np.inf, u), axis=1)
+    incident = np.abs(t[None, :] - peak[:, None]) <= INCIDENT
+    return quantiles(np.where(incident, np.nan, u), TAIL_LEVELS)
 
 
 def tail_factor(tails: FloatArray, level: float) -> FloatArray:

@@ -141,10 +141,13 @@ class ProfileModel(_Builtin):
     points. Each side of the band is the widest of: the calibrated tail at ``interval`` times
     the slot's spread; ``z`` times the recent scale (MAD of those ``adapt`` points), so that a
     burst of volatility widens it; and the largest deviation on that side within the last
-    ``memory`` points (as is at interval 0.999, scaled like a normal band at others), so that
-    only a deviation *new to the recent past* crosses it: a recurring spike does not alert
-    again and again. Unfitted, or for a series it has not
-    seen, it uses the context alone: median, ``z`` times the MAD, and the same memory.
+    ``memory`` points but the last ``onset`` (as is at interval 0.999, scaled like a normal band
+    at others), so that only a deviation *new to the recent past* crosses it: a recurring spike
+    does not alert again and again. Leaving the last ``onset`` points out judges an excursion
+    against the band from before it began: one that grows for a few steps stays one run above
+    the band (one alert) instead of flapping across an edge that chases it. Unfitted, or for a
+    series it has not seen, it uses the context alone: median, ``z`` times the MAD, and the
+    same memory.
 
     Args:
         step: the grid spacing in seconds.
@@ -152,6 +155,7 @@ class ProfileModel(_Builtin):
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
         adapt: recent context points the level offset and the recent scale use (>= 1).
         memory: recent context points whose largest deviation the band covers (>= 0; 0: off).
+        onset: how many of the latest context points the memory leaves out (>= 0).
         spread_floor: smallest spread relative to the series' typical level, in [0, 1).
 
     Attributes:
@@ -165,7 +169,7 @@ class ProfileModel(_Builtin):
     """
 
     name = "profile"
-    params = ("season", "smooth", "adapt", "memory", "spread_floor")
+    params = ("season", "smooth", "adapt", "memory", "onset", "spread_floor")
     requires_fit = True
     keys_: tuple[str, ...]
     level_: FloatArray
@@ -183,12 +187,14 @@ class ProfileModel(_Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
+        onset: int = 6,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
         self.season, self.smooth = season, smooth
         self.adapt = check_int("adapt", adapt, 1)
         self.memory = check_int("memory", memory, 0)
+        self.onset = check_int("onset", onset, 0)
         if smooth is not None:
             check_int("smooth", smooth, 0)
         self._candidates = self._seasons(season)
@@ -211,7 +217,7 @@ class ProfileModel(_Builtin):
 
     def get_params(self) -> dict[str, Any]:
         extra = {"season": self.season, "smooth": self.smooth, "adapt": self.adapt}
-        return {**extra, "memory": self.memory, **super().get_params()}
+        return {**extra, "memory": self.memory, "onset": self.onset, **super().get_params()}
 
     def fit(self, history: SeriesBatch) -> Self:
         """Choose each series' season, learn level, spread and tails; returns self."""
@@ -303,7 +309,9 @@ class ProfileModel(_Builtin):
         volatile = z * np.nan_to_num(scale)[:, None]
         # Recent deviations are rescaled like a normal band from the default interval, so that
         # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
-        dev = (recent[:, recent.shape[1] - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
+        width = recent.shape[1]
+        past = recent[:, width - self.memory : width - self.onset]
+        dev = (past - offset[:, None]) * (z / _Z_MEMORY)
         above = np.fmax(np.fmax(up[:, None] * base, volatile), _largest(dev)[:, None])
         below = np.fmax(np.fmax(dn[:, None] * base, volatile), _largest(-dev)[:, None])
         usable = (known | (count >= MIN_POINTS))[:, None]
