@@ -329,8 +329,10 @@ class MLForecastEngine:
             )
         self.sigma_ = np.where(own, sigma, float(np.median(sigma[own])))
         std = errors[own] / self.sigma_[own, None, None]
+        # A step without any error (a short calibration window) gets NaN, then the growth below.
+        seen = np.count_nonzero(~np.isnan(std), axis=(0, 1))
         with np.errstate(invalid="ignore", divide="ignore"):
-            per_step = np.sqrt(np.nanmean(std**2, axis=(0, 1)) if std.size else np.ones(self.h))
+            per_step = np.sqrt(np.nansum(std**2, axis=(0, 1)) / seen)
         per_step = np.where(np.isfinite(per_step) & (per_step > 0), per_step, np.nan)
         per_step = np.fmax.accumulate(np.nan_to_num(per_step, nan=0.0))
         self.horizon_scale_ = np.where(per_step > 0, per_step, 1.0)
