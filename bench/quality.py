@@ -14,6 +14,14 @@ pipeline configuration for every file (``PIPELINE``): no per-file tuning.
     uv run python bench/quality.py                                   # the default engine set
     uv run python bench/quality.py --engines builtin:profile statsforecast:AutoETS
     uv run python bench/quality.py --files 'realKnownCause/*' --per-file
+    uv run python bench/quality.py --engines neuralforecast darts --files 'artificialNoAnomaly/*'
+    uv run python bench/quality.py --engines chronos:/path/to/chronos-bolt-small  # local weights
+
+The default set runs every engine that needs no weights and finishes in about an hour on two
+cores (mlforecast is most of it; builtin:profile alone takes half a minute). NeuralForecast
+trains a network at every daily refit and Darts' default refits ExponentialSmoothing at every
+step: hours for the whole sample, so they are asked for by name, best with ``--files``. Chronos
+needs its weights, which these machines cannot download: name a local checkpoint.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -54,7 +63,15 @@ from openanomaly.ports import ModelEngine
 from openanomaly.quality.nab import Labels
 
 DATA = Path(os.environ.get("NAB_DIR", "/work/shared/data/nab"))
-DEFAULT_ENGINES = ["builtin:profile", "builtin:mad", "builtin:zscore", "statsforecast:AutoETS"]
+DEFAULT_ENGINES = [
+    "builtin:profile",
+    "builtin:mad",
+    "builtin:zscore",
+    "statsforecast:AutoETS",
+    "mlforecast",
+    "pyod",
+    "auto",
+]
 METRIC = "nab_value"
 # The one pipeline every file and engine runs with (step, query and model are filled in): fit
 # on up to four weeks of history, refit daily, score every new point from the last day.
@@ -125,7 +142,9 @@ def bench_pipeline(engine: str, file: NabFile, index: int) -> Pipeline:
     return Pipeline.model_validate(
         {
             **PIPELINE,
-            "id": f"nab-{index:02d}-{lib}-{name or 'default'}".lower()[:63],
+            "id": re.sub(
+                r"[^a-z0-9_.-]+", "-", f"nab-{index:02d}-{lib}-{name or 'default'}".lower()
+            )[:63],
             "query": f'{METRIC}{{file="{file.name}"}}',
             "step": file.step,
             "infer": {**PIPELINE["infer"], "every": INFER_STEPS * file.step},
