@@ -63,6 +63,11 @@ class EngineError(OpenAnomalyError):
     """A model engine failed to fit or predict."""
 
 
+class NotEnoughHistory(EngineError):
+    """The training window holds too little data for the model to learn from. The pipeline keeps
+    its current model (or, without one, the cold-start model) until a later training succeeds."""
+
+
 class EngineNotInstalled(EngineError):
     def __init__(self, engine: str, extra: str) -> None:
         self.engine, self.extra = engine, extra

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from openanomaly.adapters.memory import (
+    MeanEngine,
     MemoryArtifactStore,
     MemoryEngineFactory,
     MemoryMetrics,
@@ -12,10 +13,10 @@ from openanomaly.adapters.memory import (
 from openanomaly.core.backtest import backtest
 from openanomaly.core.inferencer import Inferencer
 from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import Pipeline
+from openanomaly.core.spec import ModelSpec, Pipeline
 from openanomaly.core.trainer import Trainer
 from openanomaly.core.windows import due_window, windows
-from openanomaly.errors import NoData
+from openanomaly.errors import EngineError, NoData, NotEnoughHistory
 
 STEP = 60
 T0 = 1_700_000_040 - 1_700_000_040 % 3600
@@ -190,3 +191,43 @@ def test_backtest_flags_the_injected_spike_only(world: dict) -> None:
         ('m{host="h2"}', int(m.batches["m"].timestamps[300]))
     ]
     assert m.written == []
+
+
+class _NeedsTwoHours(MeanEngine):
+    """Refuses to fit on less than two hours of data, as ML engines do on short histories."""
+
+    def fit(self, history: SeriesBatch) -> MeanEngine:
+        if np.count_nonzero(~np.isnan(history.values[0])) < 120:
+            raise NotEnoughHistory("need two hours")
+        return super().fit(history)
+
+
+class _ShortHistoryEngines(MemoryEngineFactory):
+    def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
+        self.created += 1
+        return _NeedsTwoHours()
+
+
+def test_backtest_keeps_the_cold_start_model_until_the_history_suffices() -> None:
+    metrics = MemoryMetrics({"m": panel(hours=4)})
+    p = pipeline(train={"window": "2h", "every": "30m"})
+    # The first fit sees one hour: refused, so the first windows are scored by the cold start.
+    result = backtest(p, metrics, _ShortHistoryEngines(), start=T0 + 3600, end=T0 + 4 * 3600 - 60)
+    assert result.trains == 4  # the fits at 2h, 2h30, 3h and 3h30 succeed
+    assert np.isfinite(result.scored.score).all()
+
+
+class _BadParameter(MeanEngine):
+    def fit(self, history: SeriesBatch) -> MeanEngine:
+        raise EngineError("num_leaves must be in [2, 131072]")
+
+
+class _BadParameterEngines(MemoryEngineFactory):
+    def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
+        return _BadParameter()
+
+
+def test_backtest_does_not_swallow_other_fit_errors() -> None:
+    metrics = MemoryMetrics({"m": panel(hours=4)})
+    with pytest.raises(EngineError, match="num_leaves"):
+        backtest(pipeline(), metrics, _BadParameterEngines(), start=T0 + 3600, end=T0 + 7200)

@@ -2,11 +2,14 @@
 
 The range (plus the history the first fit and context need) is read once; then the model is
 fitted on the train window before the range, refitted every ``train.every``, and every
-``infer.every`` window is scored from what preceded it, exactly as the Inferencer would.
+``infer.every`` window is scored from what preceded it, exactly as the Inferencer would. A fit
+refused for too short a history (``NotEnoughHistory``) keeps the current model, or the
+cold-start one before any, as a failed training job does in production.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,8 +20,10 @@ from openanomaly.core.scoring import Scored
 from openanomaly.core.series import SeriesBatch
 from openanomaly.core.spec import Pipeline
 from openanomaly.core.windows import windows
-from openanomaly.errors import NoData
+from openanomaly.errors import NoData, NotEnoughHistory
 from openanomaly.ports import EngineFactory, MetricsReader, ModelEngine
+
+log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
 
@@ -93,8 +98,11 @@ def backtest(
     next_train, trains = -(2**62), 0
     for n, w in enumerate(plan):
         if w.start >= next_train:
-            model = _fit(pipeline, engines, full, w.start)
-            trains += 1
+            try:
+                model = _fit(pipeline, engines, full, w.start)
+                trains += 1
+            except NotEnoughHistory as exc:  # as in production: the current model stays
+                log.warning("backtest %s: no refit at %d: %s", pipeline.id, w.start, exc)
             every = pipeline.train.every
             next_train = w.start + every if every else 2**62
         ws = score_window(pipeline, full, start=w.start, end=w.end, model=model, engines=engines)

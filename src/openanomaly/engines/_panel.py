@@ -1,5 +1,6 @@
-"""Panel helpers shared by the ML engines (mlforecast, pyod): gap filling, contiguous runs,
-per-series robust scaling and a conformal quantile, all vectorized over series.
+"""Panel helpers shared by the engines fitted over a panel (profile, mlforecast, pyod): gap
+filling, contiguous runs, the key -> fitted row lookup, per-series robust scaling and a
+conformal quantile, all vectorized over series.
 
 No optional library is imported here.
 """
@@ -7,7 +8,7 @@ No optional library is imported here.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -94,8 +95,27 @@ def spans(start: IntArray, length: IntArray) -> tuple[IntArray, IntArray]:
     return owner, cols.astype(np.int64)
 
 
-def fitted_rows(keys: Sequence[str], index: Mapping[str, int], known: BoolArray) -> IntArray:
-    """Each key's row in a fitted model (``index``: key -> row), or -1 when the model never saw
-    the key or saw it without enough data (``known`` false)."""
-    rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-    return np.where((rows >= 0) & known[np.maximum(rows, 0)], rows, -1)
+class FittedKeys:
+    """The key -> row lookup of a model fitted over a panel: ``keys_`` (the series it saw, in
+    row order) and ``known_`` (which of them it could learn from), set by ``fit``."""
+
+    keys_: tuple[str, ...]
+    known_: BoolArray
+    _index: dict[str, int] | None = None
+
+    def _rows(self, keys: Sequence[str]) -> IntArray:
+        """Each key's fitted row, or -1 (unseen, or seen without enough data)."""
+        if not self.__dict__.get("keys_"):
+            return np.full(len(keys), -1, dtype=np.int64)
+        if tuple(keys) == self.keys_:  # the usual case: the same query as at fit
+            rows = np.arange(len(keys), dtype=np.int64)
+        else:
+            if self._index is None:
+                self._index = {k: i for i, k in enumerate(self.keys_)}
+            index = self._index
+            rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
+        return np.where((rows >= 0) & self.known_[np.maximum(rows, 0)], rows, -1)
+
+    def known(self, keys: Sequence[str]) -> BoolArray:
+        """Which series have a fitted model (the others get the cold-start model)."""
+        return np.asarray(self._rows(keys) >= 0, dtype=bool)

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from openanomaly.core.durations import parse_duration
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
 from openanomaly.engines import _seasonal as seasonal
+from openanomaly.engines._panel import FittedKeys
 from openanomaly.engines.robust import (
     MIN_POINTS,
     TINY,
@@ -128,7 +129,7 @@ class MadModel(_Recent):
     robust = True
 
 
-class ProfileModel(_Builtin):
+class ProfileModel(FittedKeys, _Builtin):
     """A seasonal profile with calibrated bands, following the level through the context.
 
     ``fit`` learns per series a level per season slot (``(t // step) % season_steps`` from
@@ -265,25 +266,6 @@ class ProfileModel(_Builtin):
     def _slot(self, timestamps: IntArray) -> IntArray:
         width = int(self.level_.shape[1])
         return np.asarray(np.asarray(timestamps, dtype=np.int64) // self.step % width)
-
-    def _rows(self, keys: Sequence[str]) -> IntArray:
-        """Each key's fitted row, or -1 (unseen, or seen without data)."""
-        if not self.__dict__.get("keys_"):
-            return np.full(len(keys), -1, dtype=np.int64)
-        if tuple(keys) == self.keys_:
-            rows = np.arange(len(keys), dtype=np.int64)
-        else:
-            if self._index is None:
-                self._index = {k: i for i, k in enumerate(self.keys_)}
-            index = self._index
-            rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        return np.where((rows >= 0) & self.known_[np.maximum(rows, 0)], rows, -1)
-
-    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which series have a fitted profile (others are forecast from their context alone)."""
-        if not len(keys):
-            return np.zeros(0, dtype=bool)
-        return np.asarray(self._rows(keys) >= 0)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """``profile + offset`` at ``timestamps`` with the band of the class doc."""

@@ -53,7 +53,7 @@ from openanomaly.engines._lightning import QUIET_TRAINER, quiet_lightning
 from openanomaly.engines._sfmodels import season_steps
 from openanomaly.engines.builtin import ProfileModel
 from openanomaly.engines.robust import check_int, z_score
-from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
+from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class DartsEngine:
         counts = np.count_nonzero(~np.isnan(history.values), axis=1)
         rows = np.flatnonzero(counts >= least)
         if not rows.size:
-            raise EngineError(f"{self.name}: no series has the {least} samples it needs")
+            raise NotEnoughHistory(f"{self.name}: no series has the {least} samples it needs")
         series = to_series(history, rows, self.step)
         try:
             model.fit(series, **self._torch_kwargs)

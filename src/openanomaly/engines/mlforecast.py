@@ -48,9 +48,9 @@ import pandas as pd
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
 from openanomaly.engines._panel import (
+    FittedKeys,
     conformal_quantile,
     fill_gaps,
-    fitted_rows,
     last_run,
     robust_scale,
     runs,
@@ -59,7 +59,7 @@ from openanomaly.engines._panel import (
 from openanomaly.engines._sfmodels import season_steps
 from openanomaly.engines.builtin import ProfileModel
 from openanomaly.engines.robust import TINY, check_floor, check_int, z_score
-from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
+from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 DEFAULT_MODEL = "LightGBM"
 MODELS = ("LightGBM",)
@@ -113,7 +113,7 @@ def _int_list(name: str, value: object, low: int, *, empty: bool = False) -> lis
     return sorted(set(items))
 
 
-class MLForecastEngine:
+class MLForecastEngine(FittedKeys):
     """A global LightGBM model over the panel with conformal bands (see the module doc).
 
     Args:
@@ -206,7 +206,6 @@ class MLForecastEngine:
         self.n_jobs = check_int("n_jobs", n_jobs, 1)
         self.spread_floor = check_floor(spread_floor)
         self._need = max([*self.lags, *self.rolling])  # context points a forecast needs
-        self._index: dict[str, int] | None = None
 
     def _forecaster(self) -> Any:
         lgb, mlforecast, rolling_mean = _import()
@@ -235,7 +234,7 @@ class MLForecastEngine:
         row, start, length = runs(filled)
         keep = length > self._need
         if not keep.any():
-            raise EngineError(
+            raise NotEnoughHistory(
                 f"mlforecast: no series has more than {self._need} consecutive points (the "
                 "largest lag or rolling window) to learn from: lengthen the training window "
                 "or lower lags, rolling, season"
@@ -289,7 +288,7 @@ class MLForecastEngine:
             raise EngineError("history has duplicate series keys")
         n_cal, total = self.n_windows * self.h, history.timestamps.size
         if total - n_cal <= self._need:
-            raise EngineError(
+            raise NotEnoughHistory(
                 f"mlforecast: {total} points of history leave none to learn from after the "
                 f"{n_cal} calibration points (n_windows * h) and {self._need} lags: lengthen "
                 "the training window or lower n_windows, h, lags"
@@ -323,7 +322,7 @@ class MLForecastEngine:
             sigma = np.sqrt(np.nansum(errors**2, axis=(1, 2)) / count)
         own = (count >= _MIN_ERRORS) & (sigma > 0)
         if not own.any():
-            raise EngineError(
+            raise NotEnoughHistory(
                 "mlforecast: no series has calibration errors: the history must cover the last "
                 "n_windows * h steps"
             )
@@ -338,18 +337,6 @@ class MLForecastEngine:
         self.horizon_scale_ = np.where(per_step > 0, per_step, 1.0)
         scores = np.abs(std / self.horizon_scale_[None, None, :])
         self.scores_ = np.sort(scores[np.isfinite(scores)])
-
-    def _rows(self, keys: Sequence[str]) -> IntArray:
-        """Each key's fitted row, or -1 (unseen, or seen without enough data)."""
-        if "keys_" not in self.__dict__:
-            return np.full(len(keys), -1, dtype=np.int64)
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.keys_)}
-        return fitted_rows(keys, self._index, self.known_)
-
-    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which series the model was trained on (the rest get the cold-start model)."""
-        return np.asarray(self._rows(keys) >= 0, dtype=bool)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """Forecast ``timestamps`` from each series' context, without refit (see the module doc)."""

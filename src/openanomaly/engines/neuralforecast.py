@@ -38,7 +38,7 @@ from openanomaly.engines._bands import at_levels, band, quantile_plan
 from openanomaly.engines._gaps import horizon, long_frame
 from openanomaly.engines._lightning import QUIET_TRAINER, quiet_lightning
 from openanomaly.engines._sfmodels import season_steps
-from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
+from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class NeuralForecastEngine:
         counts = np.count_nonzero(~np.isnan(history.values), axis=1)
         rows = np.flatnonzero(counts >= _MIN_TRAIN)
         if not rows.size:
-            raise EngineError(f"{self.name}: no series has {_MIN_TRAIN} samples to train on")
+            raise NotEnoughHistory(f"{self.name}: no series has {_MIN_TRAIN} samples to train on")
         model = self._model()
         forecaster = nf.NeuralForecast(models=[model], freq=1)
         with tempfile.TemporaryDirectory(prefix="openanomaly-nf-") as root:

@@ -45,14 +45,14 @@ import importlib
 import inspect
 import math
 import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines._panel import fill_gaps, fitted_rows, last_run, robust_scale
+from openanomaly.engines._panel import FittedKeys, fill_gaps, last_run, robust_scale
 from openanomaly.engines._windowband import band, window_features
 from openanomaly.engines.builtin import ProfileModel
 from openanomaly.engines.robust import (
@@ -64,7 +64,7 @@ from openanomaly.engines.robust import (
     nanmedian,
     z_score,
 )
-from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
+from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 DEFAULT_MODEL = "IForest"
 DETECTORS = {  # class name -> module, for the tabular detectors that need no torch
@@ -129,7 +129,7 @@ def _windows(
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-class PyODEngine:
+class PyODEngine(FittedKeys):
     """A PyOD detector on sliding windows, read as a band (see the module doc).
 
     Args:
@@ -209,7 +209,6 @@ class PyODEngine:
         self.random_state = check_int("random_state", random_state, 0)
         self.detector_params = dict(detector_params or {})
         self._new_detector()  # checks the detector's parameters now
-        self._index: dict[str, int] | None = None
 
     def _new_detector(self) -> Any:
         accepted = [p for p in inspect.signature(self._cls.__init__).parameters if p != "self"]
@@ -288,23 +287,12 @@ class PyODEngine:
             self.detectors_.append(detector)
             done += at.size
         if all(d is None for d in self.detectors_):
-            raise EngineError(f"pyod: no series has enough windows of {self.window} points")
+            raise NotEnoughHistory(f"pyod: no series has enough windows of {self.window} points")
         held_scores = np.full((n, _CALIBRATION), np.nan)
         held_scores[rows[held], rank[held]] = scores
         self._calibrate(held_scores)
         self.keys_, self._index = history.keys, None
         return self
-
-    def _rows(self, keys: Sequence[str]) -> IntArray:
-        if "keys_" not in self.__dict__:
-            return np.full(len(keys), -1, dtype=np.int64)
-        if self._index is None:
-            self._index = {k: i for i, k in enumerate(self.keys_)}
-        return fitted_rows(keys, self._index, self.known_)
-
-    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which series had training windows (the rest get the cold-start model)."""
-        return np.asarray(self._rows(keys) >= 0, dtype=bool)
 
     def _calibrate(self, held: FloatArray) -> None:
         """Thresholds from ``(series, k)`` held-out window scores (NaN padded): each series'
