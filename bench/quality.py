@@ -244,6 +244,7 @@ def run_all(url: str, engines: Sequence[str], files: Sequence[NabFile], jobs: in
     tasks = [(e, i, f) for e in engines for i, f in enumerate(files)]
     tasks.sort(key=lambda t: -t[2].timestamps.size)
     runs: list[FileRun] = []
+    failed: list[tuple[str, str]] = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -252,15 +253,23 @@ def run_all(url: str, engines: Sequence[str], files: Sequence[NabFile], jobs: in
     )
     with ProcessPoolExecutor(jobs) as pool:
         # Submitted before the progress bar starts its thread: the workers fork a quiet process.
-        futures: list[Future[FileRun]] = [pool.submit(run_file, url, e, f, i) for e, i, f in tasks]
+        futures: dict[Future[FileRun], tuple[str, str]] = {
+            pool.submit(run_file, url, e, f, i): (e, f.name) for e, i, f in tasks
+        }
         with Progress(*columns, console=Console(stderr=True)) as bar:
             task = bar.add_task("backtest NAB", total=len(tasks))
             for done in as_completed(futures):
-                run = done.result()
-                runs.append(run)
-                bar.update(
-                    task, advance=1, description=f"{run.engine} {run.file.split('/')[-1][:28]}"
-                )
+                engine, name = futures[done]
+                try:
+                    runs.append(done.result())
+                except Exception as exc:  # one failed pair is reported, the others go on
+                    bar.console.print(
+                        f"[red]{engine} {name} failed:[/] {type(exc).__name__}: {exc}"
+                    )
+                    failed.append((engine, name))
+                bar.update(task, advance=1, description=f"{engine} {name.split('/')[-1][:28]}")
+    if failed:
+        print(f"{len(failed)} backtests failed (left out of the tables): {failed}")
     return runs
 
 
