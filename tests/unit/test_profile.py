@@ -13,7 +13,8 @@ from openanomaly.core.series import SeriesBatch
 from openanomaly.core.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.engines._seasonal import TAIL_LEVELS, quantiles, tail_factor
-from openanomaly.engines.builtin import ProfileModel, loads
+from openanomaly.engines.builtin import MadModel, ProfileModel, loads
+from openanomaly.engines.robust import z_score
 from openanomaly.errors import EngineError
 
 STEP = 3600
@@ -148,3 +149,15 @@ def test_quantiles_and_tail_extrapolation() -> None:
 def test_bad_params_name_the_param(params: dict[str, object], message: str) -> None:
     with pytest.raises(EngineError, match=message):
         DefaultEngineFactory().create(ModelSpec(params=params), step=STEP)
+
+
+def test_mad_of_quantized_data_still_has_a_spread() -> None:
+    # A 0/1 metric that is mostly 0: its MAD is 0, its mean absolute deviation is not.
+    values = np.zeros(DAY)
+    values[::6] = 1.0
+    ctx = batch([values])
+    fc = MadModel(step=STEP).predict(ctx, np.array([T0 + DAY * STEP]), 0.999)
+    half = fc.upper[0, 0] - fc.yhat[0, 0]
+    assert fc.yhat[0, 0] == 0.0
+    # z times the scaled mean absolute deviation of the last 30 points (five 1s), not ~0.
+    assert half == pytest.approx(z_score(0.999) * 1.2533 * 5 / 30)

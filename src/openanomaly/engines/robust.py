@@ -15,6 +15,7 @@ from openanomaly.core.series import FloatArray, IntArray
 from openanomaly.errors import EngineError
 
 MAD_TO_SD = 1.4826  # MAD of a normal sample times this estimates its standard deviation
+MEAN_AD_TO_SD = 1.2533  # the same for the mean absolute deviation (sqrt(pi / 2))
 MIN_POINTS = 3  # fewer recent points than this give no scale estimate
 TINY = 1e-9  # absolute floor of a half-width, so a constant series never gets a zero band
 
@@ -56,7 +57,13 @@ def recent_stats(
     count = np.count_nonzero(~np.isnan(recent), axis=1)
     if robust:
         center = nanmedian(recent)
-        scale = MAD_TO_SD * nanmedian(np.abs(recent - center[:, None]))
+        dev = np.abs(recent - center[:, None])
+        scale = MAD_TO_SD * nanmedian(dev)
+        # Quantized or mostly constant data has a MAD of 0: the mean absolute deviation, scaled
+        # to a standard deviation too, still sees the values that differ from the median.
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_ad = np.where(np.isnan(dev), 0.0, dev).sum(axis=1) / count
+        scale = np.where(scale > 0, scale, MEAN_AD_TO_SD * mean_ad)
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
             center = np.where(np.isnan(recent), 0.0, recent).sum(axis=1) / count
