@@ -111,6 +111,15 @@ class TestMLForecast:
         assert (half > (narrow.upper - narrow.lower)[:SEASONAL]).all()
         assert (half[:, -1] >= half[:, 0]).all()
 
+    def test_band_is_never_narrower_than_the_profiles(self, lgbm: Any) -> None:
+        # 96 calibration errors cannot tell a 0.999 quantile: the profile's tails floor it.
+        fc = lgbm.predict(PANEL.context, PANEL.future, 0.999)
+        base = lgbm.profile_.predict(PANEL.context, PANEL.future, 0.999)
+        rows = slice(0, SEASONAL)
+        assert ((fc.upper - fc.yhat)[rows] >= (base.upper - base.yhat)[rows] - 1e-9).all()
+        assert ((fc.yhat - fc.lower)[rows] >= (base.yhat - base.lower)[rows] - 1e-9).all()
+        assert not np.allclose(fc.yhat[rows], base.yhat[rows])  # the centre is LightGBM's
+
     def test_missing_latest_points_shift_the_horizon(self, lgbm: Any) -> None:
         values = PANEL.context.values.copy()
         values[:, -2:] = np.nan  # the last two points have not arrived

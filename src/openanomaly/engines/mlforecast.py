@@ -370,8 +370,13 @@ class MLForecastEngine(FittedKeys):
         center, scale = self.center_[r, None], self.scale_[r, None]
         yhat, lower, upper = base.yhat.copy(), base.lower.copy(), base.upper.copy()
         pick = sel[ok]
+        # The conformal quantile comes from n_windows * h errors (96 by default): far too few
+        # for a 0.999 band, which then flagged dozens of normal points per 1,000 (NAB sample).
+        # Each side is at least as wide as the profile's, whose tails come from the whole window.
+        above = np.fmax(half[ok], (base.upper - base.yhat)[pick])
+        below = np.fmax(half[ok], (base.yhat - base.lower)[pick])
         yhat[pick] = (center + scale * mean)[ok]
-        lower[pick], upper[pick] = yhat[pick] - half[ok], yhat[pick] + half[ok]
+        lower[pick], upper[pick] = yhat[pick] - below, yhat[pick] + above
         return Forecast(yhat, lower, upper)
 
     def dumps(self) -> bytes:
