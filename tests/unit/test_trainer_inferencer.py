@@ -202,17 +202,24 @@ class _NeedsTwoHours(MeanEngine):
         return super().fit(history)
 
 
-class _ShortHistoryEngines(MemoryEngineFactory):
+class _EnginesOf(MemoryEngineFactory):
+    """The fake factory, creating ``engine`` instead of MeanEngine."""
+
+    def __init__(self, engine: type[MeanEngine]) -> None:
+        super().__init__()
+        self._engine = engine
+
     def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
         self.created += 1
-        return _NeedsTwoHours()
+        return self._engine()
 
 
 def test_backtest_keeps_the_cold_start_model_until_the_history_suffices() -> None:
     metrics = MemoryMetrics({"m": panel(hours=4)})
     p = pipeline(train={"window": "2h", "every": "30m"})
     # The first fit sees one hour: refused, so the first windows are scored by the cold start.
-    result = backtest(p, metrics, _ShortHistoryEngines(), start=T0 + 3600, end=T0 + 4 * 3600 - 60)
+    engines = _EnginesOf(_NeedsTwoHours)
+    result = backtest(p, metrics, engines, start=T0 + 3600, end=T0 + 4 * 3600 - 60)
     assert result.trains == 4  # the fits at 2h, 2h30, 3h and 3h30 succeed
     assert np.isfinite(result.scored.score).all()
 
@@ -222,12 +229,7 @@ class _BadParameter(MeanEngine):
         raise EngineError("num_leaves must be in [2, 131072]")
 
 
-class _BadParameterEngines(MemoryEngineFactory):
-    def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
-        return _BadParameter()
-
-
 def test_backtest_does_not_swallow_other_fit_errors() -> None:
     metrics = MemoryMetrics({"m": panel(hours=4)})
     with pytest.raises(EngineError, match="num_leaves"):
-        backtest(pipeline(), metrics, _BadParameterEngines(), start=T0 + 3600, end=T0 + 7200)
+        backtest(pipeline(), metrics, _EnginesOf(_BadParameter), start=T0 + 3600, end=T0 + 7200)
