@@ -151,10 +151,24 @@ class TestPyOD:
         ys = (y - lof.center_[:SEASONAL, None]) / lof.scale_[:SEASONAL, None]
         flagged = lof.detectors_[0].decision_function(window_features(base, ys, diffs=True))
         flagged = flagged.reshape(y.shape) > lof._threshold(np.arange(SEASONAL), 0.999)[:, None]
+        # The band is at least the profile's on each side: a flag counts beyond that width.
+        prof = lof.profile_.predict(PANEL.context, PANEL.future[:1], 0.999)
+        above, below = (prof.upper - prof.yhat)[:SEASONAL], (prof.yhat - prof.lower)[:SEASONAL]
+        beyond = (y - yhat[:, None] > above) | (yhat[:, None] - y > below)
         score = np.where(y >= yhat[:, None], (y - yhat[:, None]) / (upper - yhat)[:, None], 0)
         score = np.where(y < yhat[:, None], (yhat[:, None] - y) / (yhat - lower)[:, None], score)
-        agree = (score > 1) == flagged
+        agree = (score > 1) == (flagged & beyond)
         assert agree[~near_edge].mean() >= 0.99
+        # The detector's own edges are exercised somewhere, not only the profile's.
+        assert (((upper - yhat) > above[:, 0] + 1e-9) | ((yhat - lower) > below[:, 0] + 1e-9)).any()
+
+    def test_band_is_never_narrower_than_the_profiles(self, lof: Any) -> None:
+        fc = lof.predict(PANEL.context, PANEL.future[:1], 0.999)
+        base = lof.profile_.predict(PANEL.context, PANEL.future[:1], 0.999)
+        rows = slice(0, SEASONAL)
+        assert ((fc.upper - fc.yhat)[rows] >= (base.upper - base.yhat)[rows] - 1e-9).all()
+        assert ((fc.yhat - fc.lower)[rows] >= (base.yhat - base.lower)[rows] - 1e-9).all()
+        assert not np.allclose(fc.yhat[rows], base.yhat[rows])  # the centre is the detector's
 
     def test_per_series_detectors_and_other_pyod_models(self) -> None:
         for name, params in (("IForest", {"pooled": False}), ("KNN", {"n_neighbors": 10})):
