@@ -224,23 +224,14 @@ def _panel(n_series: int, outputs: tuple[str, ...]) -> list[OutputSeries]:
     return out
 
 
-def test_encoding_ten_thousand_series_times_four_outputs_is_fast(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_ten_thousand_series_times_four_outputs_are_encoded_in_bounded_batches() -> None:
+    # How fast this is belongs to bench/throughput.py (its "write" share), not to a test
+    # whose threshold would flake on a shared machine.
     panel = _panel(10_000, ("anomaly_score", "anomaly_pred", "anomaly_lower", "anomaly_upper"))
-    write_request_class()  # building the classes once is not part of the per-write cost
-    timings = []
-    for _ in range(3):  # best of three: other processes share this machine
-        started = time.perf_counter()
-        bodies = list(encode(flatten(panel, max_ts=NOW + 60), batch_samples=50_000))
-        timings.append(time.perf_counter() - started)
+    bodies = list(encode(flatten(panel, max_ts=NOW + 60), batch_samples=15_000))
 
-    with capsys.disabled():
-        print(
-            f"\nencode+compress 40,000 series x 1 sample: {min(timings) * 1000:.0f} ms (best of 3)"
-        )
-    assert sum(count for _, count in bodies) == 40_000
-    assert min(timings) < 1.0
+    assert [count for _, count in bodies] == [15_000, 15_000, 10_000]
+    assert [len(decode(body).timeseries) for body, _ in bodies] == [15_000, 15_000, 10_000]
 
 
 def _check(label: str) -> Callable[[httpx.Request], httpx.Response]:
