@@ -121,6 +121,7 @@ CASES = [
     ),
     pytest.param(("darts", "NaiveSeasonal", {"K": "1d"}), id="darts-SNaive", marks=slow),
     pytest.param(("darts", "LinearRegressionModel", {"lags": 24}), id="darts-linear", marks=slow),
+    pytest.param(("darts", None, {}), id="darts-default", marks=slow),
 ]
 
 

@@ -9,6 +9,12 @@ Darts has two kinds of model, used differently:
 * **Local** models (``ExponentialSmoothing``, ``NaiveSeasonal``, ``ARIMA``, ``Theta``...) are one
   fit per series and cannot be applied to other data, so they are fitted on each series' context
   at every ``predict``, like a zero-shot model: ``requires_fit`` is False and nothing is saved.
+  This costs a fit per series per inference (ExponentialSmoothing: about half a second), which
+  is why the default is a global model: ``LinearRegressionModel`` on the last hour of lags,
+  trained by the Trainer, applied in about a millisecond.
+
+A regression model (``LinearRegressionModel``, ``LightGBMModel``...) given no lags of any kind
+gets the last hour of steps as lags (at least 2).
 
 Bands: a model that forecasts probabilistically (``ExponentialSmoothing``, a regression model
 with ``likelihood``, a torch model with one) draws ``num_samples`` paths, seeded so that the same
@@ -17,7 +23,10 @@ extrapolated beyond under a normal shape (``_bands``). A deterministic model get
 ``yhat +- z * sigma``, ``sigma`` the robust spread of its residuals over the last
 ``calibration`` steps of the data it was fitted on (in-sample for global models; for local ones
 a fit on the context without those steps, or its first differences if too short for that):
-cheap, but no wider for later steps of the horizon.
+cheap, but no wider for later steps of the horizon. A global model's band is at least, on
+each side, the built-in profile's fitted on the same history (``profile_``, season chosen from
+the data): 24 residuals cannot tell a 0.999 quantile, and a short-lag model cannot know that a
+daily step is normal.
 
 Series are made gap-free first (``_gaps``). A series the model fails on gets the built-in
 profile of its context. Parameters named like a length (``K``, ``lags``,
@@ -57,7 +66,9 @@ from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "ExponentialSmoothing"
+DEFAULT_MODEL = "LinearRegressionModel"
+_DEFAULT_LAGS_SECONDS = 3600
+_LAG_KINDS = ("lags", "lags_past_covariates", "lags_future_covariates")
 _LENGTHS = ("K", "lags", "seasonal_periods", "input_chunk_length", "output_chunk_length")
 _SAMPLE_LEVELS = (0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95)
 _MIN_TRAIN = 10
@@ -85,7 +96,7 @@ class DartsEngine:
     """A Darts model: global ones trained on the panel, local ones fitted on each context.
 
     Args:
-        name: a forecasting model class of ``darts.models`` (default ExponentialSmoothing).
+        name: a forecasting model class of ``darts.models`` (default LinearRegressionModel).
         params: passed to the model (torch models get a quiet CPU trainer by default).
         step: the grid spacing in seconds.
         num_samples: sample paths for a probabilistic model (>= 1; 1 uses residual bands).
@@ -95,11 +106,14 @@ class DartsEngine:
         model_: the trained global model (global models only).
         keys_: the series it was trained on (``known`` is True for them).
         sigma_: series key -> residual spread for the band (deterministic global models).
+        profile_: the built-in profile fitted on the same history: the band's floor, and the
+            forecast of series the model fails on (global models only).
     """
 
     model_: Any
     keys_: frozenset[str]
     sigma_: dict[str, float]
+    profile_: ProfileModel
 
     def __init__(
         self,
@@ -152,6 +166,10 @@ class DartsEngine:
             k: season_steps(k, v, self.step) if k in _LENGTHS and isinstance(v, str) else v
             for k, v in params.items()
         }
+        from darts.models.forecasting.sklearn_model import SKLearnModel
+
+        if issubclass(self._cls, SKLearnModel) and not any(k in kwargs for k in _LAG_KINDS):
+            kwargs["lags"] = max(2, _DEFAULT_LAGS_SECONDS // self.step)
         if is_torch(self._cls):
             trainer = {**QUIET_TRAINER, **_NO_VALIDATION, **kwargs.get("pl_trainer_kwargs", {})}
             kwargs["pl_trainer_kwargs"] = trainer
@@ -180,6 +198,7 @@ class DartsEngine:
             raise EngineError(f"{self.name}: training failed: {exc}") from exc
         keys = [history.keys[i] for i in rows]
         self.model_, self.keys_, self.sigma_ = model, frozenset(keys), {}
+        self.profile_ = ProfileModel(step=self.step).fit(history)
         if not self.probabilistic:
             self.sigma_ = dict(zip(keys, self._global_sigma(model, series), strict=True))
         return self
@@ -233,12 +252,30 @@ class DartsEngine:
         for r, fc in zip(rows, done, strict=True):
             if fc is not None:
                 out.yhat[r], out.lower[r], out.upper[r] = (a[ahead - 1] for a in fc)
+        if self.requires_fit:
+            return self._floored(out, self.profile_.predict(context, ts, interval), rows, failed)
         if failed.size:
             log.debug("%s failed on %d series: profile used", self.name, failed.size)
             fb = ProfileModel(step=self.step, season=None).predict(
                 context.take(failed), ts, interval
             )
             out.yhat[failed], out.lower[failed], out.upper[failed] = fb.yhat, fb.lower, fb.upper
+        return out
+
+    def _floored(self, out: Forecast, base: Forecast, rows: IntArray, failed: IntArray) -> Forecast:
+        """``out`` with each side at least the profile's (``base``); failed rows get ``base``."""
+        ok = np.setdiff1d(rows, failed)
+        yhat = out.yhat[ok]
+        above = np.fmax(out.upper[ok] - yhat, (base.upper - base.yhat)[ok])
+        below = np.fmax(yhat - out.lower[ok], (base.yhat - base.lower)[ok])
+        out.lower[ok], out.upper[ok] = yhat - below, yhat + above
+        if failed.size:
+            log.debug("%s failed on %d series: profile used", self.name, failed.size)
+            out.yhat[failed], out.lower[failed], out.upper[failed] = (
+                base.yhat[failed],
+                base.lower[failed],
+                base.upper[failed],
+            )
         return out
 
     def _predict_global(
