@@ -47,7 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines._bands import at_levels, band, quantile_plan
+from openanomaly.engines._bands import at_levels, band, no_narrower, quantile_plan
 from openanomaly.engines._darts_util import (
     is_torch,
     load_torch,
@@ -265,10 +265,9 @@ class DartsEngine:
     def _floored(self, out: Forecast, base: Forecast, rows: IntArray, failed: IntArray) -> Forecast:
         """``out`` with each side at least the profile's (``base``); failed rows get ``base``."""
         ok = np.setdiff1d(rows, failed)
-        yhat = out.yhat[ok]
-        above = np.fmax(out.upper[ok] - yhat, (base.upper - base.yhat)[ok])
-        below = np.fmax(yhat - out.lower[ok], (base.yhat - base.lower)[ok])
-        out.lower[ok], out.upper[ok] = yhat - below, yhat + above
+        out.lower[ok], out.upper[ok] = no_narrower(
+            out.yhat[ok], out.lower[ok], out.upper[ok], base, ok
+        )
         if failed.size:
             log.debug("%s failed on %d series: profile used", self.name, failed.size)
             out.yhat[failed], out.lower[failed], out.upper[failed] = (

@@ -47,6 +47,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines._bands import no_narrower
 from openanomaly.engines._panel import (
     FittedKeys,
     conformal_quantile,
@@ -372,11 +373,9 @@ class MLForecastEngine(FittedKeys):
         pick = sel[ok]
         # The conformal quantile comes from n_windows * h errors (96 by default): far too few
         # for a 0.999 band, which then flagged dozens of normal points per 1,000 (NAB sample).
-        # Each side is at least as wide as the profile's, whose tails come from the whole window.
-        above = np.fmax(half[ok], (base.upper - base.yhat)[pick])
-        below = np.fmax(half[ok], (base.yhat - base.lower)[pick])
-        yhat[pick] = (center + scale * mean)[ok]
-        lower[pick], upper[pick] = yhat[pick] - below, yhat[pick] + above
+        y = (center + scale * mean)[ok]
+        yhat[pick] = y
+        lower[pick], upper[pick] = no_narrower(y, y - half[ok], y + half[ok], base, pick)
         return Forecast(yhat, lower, upper)
 
     def dumps(self) -> bytes:

@@ -58,6 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines._bands import no_narrower
 from openanomaly.engines._panel import FittedKeys, fill_gaps, last_run, robust_scale
 from openanomaly.engines._windowband import band, window_features
 from openanomaly.engines.builtin import ProfileModel
@@ -372,11 +373,14 @@ class PyODEngine(FittedKeys):
             # 0.999 threshold of one series, and windows know no time of day, so the detector
             # alone flagged about 12 normal points per 1,000 (NAB's artificialNoAnomaly).
             floor = self.spread_floor * np.abs(c)[:, None] + TINY
-            above = np.fmax((base_fc.upper - base_fc.yhat)[rows_out], floor)
-            below = np.fmax((base_fc.yhat - base_fc.lower)[rows_out], floor)
             yhat[rows_out] = y
-            lower[rows_out] = np.minimum((c + s * lo)[:, None], y - below)
-            upper[rows_out] = np.maximum((c + s * hi)[:, None], y + above)
+            lower[rows_out], upper[rows_out] = no_narrower(
+                y,
+                np.minimum((c + s * lo)[:, None], y - floor),
+                np.maximum((c + s * hi)[:, None], y + floor),
+                base_fc,
+                rows_out,
+            )
         return Forecast(yhat, lower, upper)
 
     def dumps(self) -> bytes:
