@@ -262,6 +262,33 @@ def test_unknown_engine_and_model_list_the_choices() -> None:
         factory.create(ModelSpec(engine="statsforecast", name="Prophet"), step=60)
 
 
+@slow
+@pytest.mark.parametrize(
+    ("engine_name", "name", "params"),
+    [
+        pytest.param("statsforecast", "AutoETS", {"season_length": "1d"}, id="AutoETS"),
+        pytest.param("mlforecast", "LightGBM", {"season": "1d"}, id="mlforecast"),
+        pytest.param("pyod", "LOF", {}, id="pyod-LOF"),
+        pytest.param("darts", None, {}, id="darts-default"),
+    ],
+)
+def test_band_is_never_narrower_than_the_profiles(
+    engine_name: str, name: str | None, params: dict[str, Any]
+) -> None:
+    # Their own bands come from few held-out errors (conformal, detector thresholds, residuals),
+    # which cannot tell a 0.999 quantile: each side is floored at the profile's, fitted on the
+    # same history. The centre stays the model's.
+    spec = ModelSpec(engine=engine_name, name=name, params=params)
+    engine: Any = DefaultEngineFactory().create(spec, step=STEP).fit(PANEL.history)
+    future = PANEL.future[:1]  # pyod's band holds for the next point only
+    fc = engine.predict(PANEL.context, future, 0.999)
+    base = engine.profile_.predict(PANEL.context, future, 0.999)
+    rows = slice(0, SEASONAL)
+    assert ((fc.upper - fc.yhat)[rows] >= (base.upper - base.yhat)[rows] - 1e-9).all()
+    assert ((fc.yhat - fc.lower)[rows] >= (base.yhat - base.lower)[rows] - 1e-9).all()
+    assert not np.allclose(fc.yhat[rows], base.yhat[rows])
+
+
 class TestBuiltin:
     def test_nanmedian_matches_numpy_without_warnings(self) -> None:
         rng = np.random.default_rng(0)

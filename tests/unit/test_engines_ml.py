@@ -111,15 +111,6 @@ class TestMLForecast:
         assert (half > (narrow.upper - narrow.lower)[:SEASONAL]).all()
         assert (half[:, -1] >= half[:, 0]).all()
 
-    def test_band_is_never_narrower_than_the_profiles(self, lgbm: Any) -> None:
-        # 96 calibration errors cannot tell a 0.999 quantile: the profile's tails floor it.
-        fc = lgbm.predict(PANEL.context, PANEL.future, 0.999)
-        base = lgbm.profile_.predict(PANEL.context, PANEL.future, 0.999)
-        rows = slice(0, SEASONAL)
-        assert ((fc.upper - fc.yhat)[rows] >= (base.upper - base.yhat)[rows] - 1e-9).all()
-        assert ((fc.yhat - fc.lower)[rows] >= (base.yhat - base.lower)[rows] - 1e-9).all()
-        assert not np.allclose(fc.yhat[rows], base.yhat[rows])  # the centre is LightGBM's
-
     def test_missing_latest_points_shift_the_horizon(self, lgbm: Any) -> None:
         values = PANEL.context.values.copy()
         values[:, -2:] = np.nan  # the last two points have not arrived
@@ -161,14 +152,6 @@ class TestPyOD:
         assert agree[~near_edge].mean() >= 0.99
         # The detector's own edges are exercised somewhere, not only the profile's.
         assert (((upper - yhat) > above[:, 0] + 1e-9) | ((yhat - lower) > below[:, 0] + 1e-9)).any()
-
-    def test_band_is_never_narrower_than_the_profiles(self, lof: Any) -> None:
-        fc = lof.predict(PANEL.context, PANEL.future[:1], 0.999)
-        base = lof.profile_.predict(PANEL.context, PANEL.future[:1], 0.999)
-        rows = slice(0, SEASONAL)
-        assert ((fc.upper - fc.yhat)[rows] >= (base.upper - base.yhat)[rows] - 1e-9).all()
-        assert ((fc.yhat - fc.lower)[rows] >= (base.yhat - base.lower)[rows] - 1e-9).all()
-        assert not np.allclose(fc.yhat[rows], base.yhat[rows])  # the centre is the detector's
 
     def test_per_series_detectors_and_other_pyod_models(self) -> None:
         for name, params in (("IForest", {"pooled": False}), ("KNN", {"n_neighbors": 10})):

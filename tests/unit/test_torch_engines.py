@@ -275,16 +275,11 @@ class TestDarts:
         c = engine.predict(shifted, PANEL.future, 0.9)
         np.testing.assert_allclose(c.yhat, a.yhat + 100, rtol=1e-3)
 
-    def test_default_is_a_global_linear_model_with_the_profiles_band_as_floor(self) -> None:
+    def test_default_is_a_global_linear_model_on_an_hour_of_lags(self) -> None:
+        # Its band's floor: test_engines.test_band_is_never_narrower_than_the_profiles
         engine: Any = DefaultEngineFactory().create(spec("darts"), step=STEP)
         assert (engine.name, engine.requires_fit) == ("LinearRegressionModel", True)
         assert engine._kwargs["lags"] == max(2, 3600 // STEP)  # an hour, no lags given
-        engine.fit(PANEL.history)
-        fc = engine.predict(PANEL.context, PANEL.future, 0.999)
-        base = engine.profile_.predict(PANEL.context, PANEL.future, 0.999)
-        assert (fc.upper - fc.yhat >= base.upper - base.yhat - 1e-9).all()
-        assert (fc.yhat - fc.lower >= base.yhat - base.lower - 1e-9).all()
-        assert not np.allclose(fc.yhat, base.yhat)  # the centre is the linear model's
         linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP)
         assert linear._kwargs["lags"] == 3  # lags given are kept
 
