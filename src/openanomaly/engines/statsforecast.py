@@ -19,8 +19,8 @@ run narrow), nor, on each side, than the band of the built-in profile fitted on 
 (``profile_``): the models' Gaussian intervals are far too narrow at 0.999 for spiky metrics
 (AutoETS flagged 4.7 normal points per 1,000 on the NAB sample, 0.6 with the floor). A series
 whose fit fails falls back to SeasonalNaive, then Naive (``fallbacks_``); one whose ``forward``
-fails (context too short for the model...) gets the profile's forecast. ``statsforecast`` is imported lazily. Artifacts are pickles: load
-them only from a trusted ArtifactStore.
+fails (context too short for the model...) gets the profile's forecast. ``statsforecast`` is
+imported lazily. Artifacts are pickles: load them only from a trusted ArtifactStore.
 """
 
 from __future__ import annotations
