@@ -253,21 +253,14 @@ class DartsEngine:
             if fc is not None:
                 out.yhat[r], out.lower[r], out.upper[r] = (a[ahead - 1] for a in fc)
         if self.requires_fit:
-            return self._floored(out, self.profile_.predict(context, ts, interval), rows, failed)
-        if failed.size:
-            log.debug("%s failed on %d series: profile used", self.name, failed.size)
-            fb = ProfileModel(step=self.step, season=None).predict(
-                context.take(failed), ts, interval
+            # Each side at least the profile's: 24 residuals cannot tell a 0.999 quantile.
+            base = self.profile_.predict(context, ts, interval)
+            ok = np.setdiff1d(rows, failed)
+            out.lower[ok], out.upper[ok] = no_narrower(
+                out.yhat[ok], out.lower[ok], out.upper[ok], base, ok
             )
-            out.yhat[failed], out.lower[failed], out.upper[failed] = fb.yhat, fb.lower, fb.upper
-        return out
-
-    def _floored(self, out: Forecast, base: Forecast, rows: IntArray, failed: IntArray) -> Forecast:
-        """``out`` with each side at least the profile's (``base``); failed rows get ``base``."""
-        ok = np.setdiff1d(rows, failed)
-        out.lower[ok], out.upper[ok] = no_narrower(
-            out.yhat[ok], out.lower[ok], out.upper[ok], base, ok
-        )
+        elif failed.size:
+            base = ProfileModel(step=self.step, season=None).predict(context, ts, interval)
         if failed.size:
             log.debug("%s failed on %d series: profile used", self.name, failed.size)
             out.yhat[failed], out.lower[failed], out.upper[failed] = (
