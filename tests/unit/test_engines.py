@@ -270,14 +270,20 @@ def test_unknown_engine_and_model_list_the_choices() -> None:
         pytest.param("mlforecast", "LightGBM", {"season": "1d"}, id="mlforecast"),
         pytest.param("pyod", "LOF", {}, id="pyod-LOF"),
         pytest.param("darts", None, {}, id="darts-default"),
+        pytest.param(
+            "neuralforecast",
+            "NHITS",
+            {"h": 12, "max_steps": 5, "mlp_units": [[8, 8]] * 3, "windows_batch_size": 16},
+            id="NHITS",
+        ),
     ],
 )
 def test_band_is_never_narrower_than_the_profiles(
     engine_name: str, name: str | None, params: dict[str, Any]
 ) -> None:
-    # Their own bands come from few held-out errors (conformal, detector thresholds, residuals),
-    # which cannot tell a 0.999 quantile: each side is floored at the profile's, fitted on the
-    # same history. The centre stays the model's.
+    # Their own bands come from few held-out errors (conformal, detector thresholds, residuals)
+    # or a normal extrapolation of learnt quantiles, which cannot tell a 0.999 quantile: each
+    # side is floored at the profile's, fitted on the same history. The centre stays the model's.
     spec = ModelSpec(engine=engine_name, name=name, params=params)
     engine: Any = DefaultEngineFactory().create(spec, step=STEP).fit(PANEL.history)
     future = PANEL.future[:1]  # pyod's band holds for the next point only

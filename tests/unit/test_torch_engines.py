@@ -199,7 +199,8 @@ class TestNeuralForecast:
         data = engine.dumps()
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             names = tar.getnames()
-        assert "meta.json" in names and not [n for n in names if n.endswith((".pkl", ".ckpt"))]
+        assert {"meta.json", "profile.npz"} <= set(names)
+        assert not [n for n in names if n.endswith((".pkl", ".ckpt"))]
         assert any(n.endswith(".safetensors") for n in names)
         again = factory.load(s, data, step=STEP).predict(PANEL.context, far, 0.99)
         np.testing.assert_array_equal(fc.upper, again.upper)
@@ -228,6 +229,19 @@ class TestNeuralForecast:
             factory.load(s, data, step=60)
         with pytest.raises(EngineError, match="not a neuralforecast model artifact"):
             factory.load(s, b"garbage", step=STEP)
+        old = io.BytesIO()  # an artifact of format 1 has no profile to floor the band with
+        with (
+            tarfile.open(fileobj=io.BytesIO(data)) as src,
+            tarfile.open(fileobj=old, mode="w") as dst,
+        ):
+            for info in src.getmembers():
+                body = src.extractfile(info).read()  # type: ignore[union-attr]
+                if info.name == "meta.json":
+                    body = json.dumps({**json.loads(body), "format": 1}).encode()
+                info.size = len(body)
+                dst.addfile(info, io.BytesIO(body))
+        with pytest.raises(EngineError, match="format 1, not 2: retrain"):
+            factory.load(s, old.getvalue(), step=STEP)
 
     def test_missing_library_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "neuralforecast", None)
