@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from openanomaly.core.series import SeriesBatch
+from openanomaly.domain.series import SeriesBatch
 from openanomaly.engines.builtin import ProfileModel
 from openanomaly.errors import EngineNotInstalled
 

@@ -54,14 +54,14 @@ from tests.servers import start_victoriametrics
 
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
-from openanomaly.core.backtest import backtest
-from openanomaly.core.outputs import build_outputs
-from openanomaly.core.records import OutputSeries
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec, Pipeline
+from openanomaly.domain.outputs import build_outputs
+from openanomaly.domain.records import OutputSeries
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.ports import ModelEngine
 from openanomaly.quality.nab import Labels
+from openanomaly.services.backtest import backtest
 
 DATA = Path(os.environ.get("NAB_DIR", "/work/shared/data/nab"))
 DEFAULT_ENGINES = [

@@ -22,11 +22,11 @@ import numpy as np
 
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
-from openanomaly.core.scoring import Scored
-from openanomaly.core.series import SeriesBatch
+from openanomaly.domain.scoring import Scored
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.timeparse import iso
 from openanomaly.plot import plot_scored
 from openanomaly.synthetic import as_output, inject, seasonal_panel
-from openanomaly.timeparse import iso
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"

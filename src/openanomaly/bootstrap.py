@@ -9,9 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from openanomaly.core.inferencer import Inferencer, ModelCache
-from openanomaly.core.trainer import Trainer
-from openanomaly.metrics import ServiceMetrics
+from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -23,7 +21,10 @@ from openanomaly.ports import (
     ModelRegistry,
     PipelineStore,
 )
-from openanomaly.service import Service
+from openanomaly.services.cache import ModelCache
+from openanomaly.services.inferencer import Inferencer
+from openanomaly.services.service import Service
+from openanomaly.services.trainer import Trainer
 from openanomaly.settings import Settings, load_settings
 
 

@@ -14,10 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from openanomaly.bootstrap import Container, bootstrap
-from openanomaly.core.inferencer import InferResult
-from openanomaly.core.records import InferWindow
+from openanomaly.domain.records import InferWindow
+from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
-from openanomaly.timeparse import iso, parse_time
+from openanomaly.services.inferencer import InferResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -133,7 +133,7 @@ def backtest(
         table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
     out.print(table)
     if write:
-        from openanomaly.core.outputs import build_outputs
+        from openanomaly.domain.outputs import build_outputs
 
         spec = c.service.pipelines.get(pipeline)
         sent = c.writer.write(
@@ -180,7 +180,7 @@ def serve_model(
     from pydantic import SecretStr
 
     from openanomaly.engines import DefaultEngineFactory
-    from openanomaly.modelserver import create_model_app
+    from openanomaly.engines.remote.server import create_model_app
 
     _setup_logging(log_level.upper())
     if token is None and host not in ("127.0.0.1", "::1", "localhost"):

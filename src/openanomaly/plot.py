@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from openanomaly.core.backtest import BacktestResult
-from openanomaly.core.scoring import Scored
-from openanomaly.core.series import SeriesBatch
+from openanomaly.domain.scoring import Scored
+from openanomaly.domain.series import SeriesBatch
 from openanomaly.errors import OpenAnomalyError
+from openanomaly.services.backtest import BacktestResult
 
 
 def plot_backtest(result: BacktestResult, path: Path, *, max_series: int = 4) -> Path:

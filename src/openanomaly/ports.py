@@ -9,9 +9,9 @@ from typing import Protocol, Self, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from openanomaly.core.records import Job, ModelVersion, OutputSeries
-from openanomaly.core.series import Forecast, IntArray, SeriesBatch
-from openanomaly.core.spec import ModelSpec, Pipeline
+from openanomaly.domain.records import Job, ModelVersion, OutputSeries
+from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
+from openanomaly.domain.spec import ModelSpec, Pipeline
 
 
 @runtime_checkable

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from openanomaly.core.records import OutputSeries
-from openanomaly.core.series import IntArray, SeriesBatch
+from openanomaly.domain.records import OutputSeries
+from openanomaly.domain.series import IntArray, SeriesBatch
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
-from openanomaly.core.series import Forecast, IntArray, SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.engines.remote import RemoteEngine, RemoteEngineError, RemoteUnavailable, loads
 from openanomaly.ports import ModelEngine
@@ -61,7 +61,7 @@ class Factory(DefaultEngineFactory):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    from openanomaly.modelserver import create_model_app
+    from openanomaly.engines.remote.server import create_model_app
 
     app = create_model_app(Factory(), token=SecretStr(TOKEN))
     port = free_port()

@@ -20,8 +20,8 @@ import pytest
 from openanomaly.adapters.prometheus.http import TsdbHttpConfig, build_client
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter, write_request_class
-from openanomaly.core.records import OutputSeries
-from openanomaly.core.series import SeriesBatch, series_key
+from openanomaly.domain.records import OutputSeries
+from openanomaly.domain.series import SeriesBatch, series_key
 from openanomaly.errors import QueryError, TsdbUnavailable, WriteRejected
 from tests.servers import RecordingProxy, TsdbServer, basic_auth, free_port
 

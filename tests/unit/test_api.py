@@ -16,7 +16,7 @@ from openanomaly.adapters.memory import (
 )
 from openanomaly.api.app import create_app
 from openanomaly.bootstrap import bootstrap
-from openanomaly.core.series import SeriesBatch
+from openanomaly.domain.series import SeriesBatch
 from openanomaly.settings import Settings
 
 NOW = 1_800_000_000

@@ -8,11 +8,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
-from openanomaly.engines._select import holdout_windows, interval_score, noise_scale, pick
 from openanomaly.engines.auto import AutoEngine, default_candidates, loads
+from openanomaly.engines.auto.select import holdout_windows, interval_score, noise_scale, pick
 from openanomaly.errors import EngineError
 
 STEP, DAY = 3600, 24

@@ -1,8 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from openanomaly.core.durations import format_duration, parse_duration
-from openanomaly.core.spec import Pipeline
+from openanomaly.domain.durations import format_duration, parse_duration
+from openanomaly.domain.spec import Pipeline
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from openanomaly.core.series import Forecast, SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import ENGINES, DefaultEngineFactory
 from openanomaly.engines.builtin import ProfileModel, nanmedian
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
@@ -242,7 +242,7 @@ class TestContract:
 def test_statsforecast_is_imported_lazily() -> None:
     code = (
         "import sys, openanomaly.engines as e\n"
-        "from openanomaly.core.spec import ModelSpec\n"
+        "from openanomaly.domain.spec import ModelSpec\n"
         "e.DefaultEngineFactory().create(ModelSpec(), step=60)\n"
         "e.DefaultEngineFactory().cold_start(step=60)\n"
         "assert 'statsforecast' not in sys.modules, 'imported'\n"

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from tests.unit.test_engines import PANEL, SEASONAL, STEP, make_panel, ratio
@@ -137,7 +137,7 @@ class TestPyOD:
         near_edge = (np.abs(y - lower[:, None]) < 0.02 * width[:, None]) | (
             np.abs(y - upper[:, None]) < 0.02 * width[:, None]
         )
-        from openanomaly.engines._windowband import window_features
+        from openanomaly.engines.pyod.windowband import window_features
 
         ys = (y - lof.center_[:SEASONAL, None]) / lof.scale_[:SEASONAL, None]
         flagged = lof.detectors_[0].decision_function(window_features(base, ys, diffs=True))

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
-from openanomaly.engines._seasonal import TAIL_LEVELS, quantiles, tail_factor
 from openanomaly.engines.builtin import MadModel, ProfileModel, loads
-from openanomaly.engines.robust import z_score
+from openanomaly.engines.builtin.seasonal import TAIL_LEVELS, quantiles, tail_factor
+from openanomaly.engines.kernels.robust import z_score
 from openanomaly.errors import EngineError
 
 STEP = 3600

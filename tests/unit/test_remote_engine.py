@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.engines.remote import RemoteEngine, RemoteEngineError, RemoteUnavailable, loads
+from openanomaly.engines.remote.server import create_model_app
 from openanomaly.errors import EngineError
-from openanomaly.modelserver import create_model_app
 from openanomaly.ports import ModelEngine
 from tests.unit.test_engines import PANEL, STEP
 

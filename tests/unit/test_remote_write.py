@@ -18,7 +18,7 @@ from openanomaly.adapters.prometheus.remote_write import (
     flatten,
     write_request_class,
 )
-from openanomaly.core.records import OutputSeries
+from openanomaly.domain.records import OutputSeries
 from openanomaly.errors import TsdbUnavailable, WriteRejected
 from openanomaly.ports import MetricsWriter
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from openanomaly.core.scoring import score
-from openanomaly.core.series import Forecast
-from openanomaly.core.spec import ScoringSpec
+from openanomaly.domain.scoring import score
+from openanomaly.domain.series import Forecast
+from openanomaly.domain.spec import ScoringSpec
 
 
 def fc(yhat: float, lower: float, upper: float, n: int = 1) -> Forecast:

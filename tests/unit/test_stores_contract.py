@@ -21,8 +21,8 @@ from openanomaly.adapters.artifacts.noop import NoOpArtifactStore
 from openanomaly.adapters.config.sql import SqlStore
 from openanomaly.adapters.config.yaml_file import PipelineFileError, YamlPipelineStore
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
-from openanomaly.core.records import ModelVersion
-from openanomaly.core.spec import Pipeline
+from openanomaly.domain.records import ModelVersion
+from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError, NotFound
 from openanomaly.ports import ArtifactStore, CheckpointStore, ModelRegistry, PipelineStore
 

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from tests.unit.test_engines import DAY, PANEL, STEP, T0
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 def test_no_torch_library_is_imported_by_the_engines_package() -> None:
     code = (
         "import sys, openanomaly.engines as e\n"
-        "from openanomaly.core.spec import ModelSpec\n"
+        "from openanomaly.domain.spec import ModelSpec\n"
         "e.DefaultEngineFactory().create(ModelSpec(), step=60)\n"
         "e.DefaultEngineFactory().create(ModelSpec(engine='chronos'), step=60)\n"
         "heavy = {'torch', 'chronos', 'transformers', 'neuralforecast', 'darts'}\n"

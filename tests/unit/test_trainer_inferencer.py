@@ -10,13 +10,13 @@ from openanomaly.adapters.memory import (
     MemoryMetrics,
     MemoryRegistry,
 )
-from openanomaly.core.backtest import backtest
-from openanomaly.core.inferencer import Inferencer
-from openanomaly.core.series import SeriesBatch
-from openanomaly.core.spec import ModelSpec, Pipeline
-from openanomaly.core.trainer import Trainer
-from openanomaly.core.windows import due_window, windows
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import ModelSpec, Pipeline
+from openanomaly.domain.windows import due_window, windows
 from openanomaly.errors import EngineError, NoData, NotEnoughHistory
+from openanomaly.services.backtest import backtest
+from openanomaly.services.inferencer import Inferencer
+from openanomaly.services.trainer import Trainer
 
 STEP = 60
 T0 = 1_700_000_040 - 1_700_000_040 % 3600

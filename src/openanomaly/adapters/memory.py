@@ -11,9 +11,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from openanomaly.core.records import Job, ModelVersion, OutputSeries
-from openanomaly.core.series import Forecast, SeriesBatch
-from openanomaly.core.spec import ModelSpec, Pipeline
+from openanomaly.domain.records import Job, ModelVersion, OutputSeries
+from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.errors import NotFound
 
 

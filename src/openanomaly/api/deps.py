@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from openanomaly.api.auth import bearer, check_bearer
 from openanomaly.bootstrap import Container
-from openanomaly.service import Service
+from openanomaly.services.service import Service
 
 
 def get_container(request: Request) -> Container:

@@ -15,7 +15,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
-from openanomaly.core.spec import ModelSpec
+from openanomaly.domain.spec import ModelSpec
 from openanomaly.errors import UnknownModel
 from openanomaly.ports import ModelEngine
 

@@ -33,9 +33,9 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines._bands import QuantilePlan, band, quantile_plan
-from openanomaly.engines.robust import check_int
+from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.kernels.bands import QuantilePlan, band, quantile_plan
+from openanomaly.engines.kernels.robust import check_int
 from openanomaly.errors import EngineError, EngineNotInstalled
 
 log = logging.getLogger(__name__)

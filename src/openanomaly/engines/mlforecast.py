@@ -46,9 +46,10 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from openanomaly.core.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines._bands import no_narrower
-from openanomaly.engines._panel import (
+from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.builtin import ProfileModel
+from openanomaly.engines.kernels.bands import no_narrower
+from openanomaly.engines.kernels.panel import (
     FittedKeys,
     conformal_quantile,
     fill_gaps,
@@ -57,9 +58,8 @@ from openanomaly.engines._panel import (
     runs,
     spans,
 )
-from openanomaly.engines._sfmodels import season_steps
-from openanomaly.engines.builtin import ProfileModel
-from openanomaly.engines.robust import TINY, check_floor, check_int, z_score
+from openanomaly.engines.kernels.robust import TINY, check_floor, check_int, z_score
+from openanomaly.engines.statsforecast.models import season_steps
 from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 DEFAULT_MODEL = "LightGBM"

@@ -36,12 +36,12 @@ from typing import Any, Self
 import numpy as np
 import numpy.typing as npt
 
-from openanomaly.core.series import Forecast, IntArray, SeriesBatch
+from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
 from openanomaly.engines import builtin
-from openanomaly.engines._bands import at_levels, band, no_narrower, quantile_plan
-from openanomaly.engines._gaps import horizon, long_frame
-from openanomaly.engines._lightning import QUIET_TRAINER, quiet_lightning
-from openanomaly.engines._sfmodels import season_steps
+from openanomaly.engines.kernels.bands import at_levels, band, no_narrower, quantile_plan
+from openanomaly.engines.kernels.gaps import horizon, long_frame
+from openanomaly.engines.kernels.lightning import QUIET_TRAINER, quiet_lightning
+from openanomaly.engines.statsforecast.models import season_steps
 from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
 
 log = logging.getLogger(__name__)

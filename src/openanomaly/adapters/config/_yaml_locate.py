@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import ErrorDetails
 
-from openanomaly.core.spec import PipelineFile
+from openanomaly.domain.spec import PipelineFile
 
 Loc = tuple[int | str, ...]
 Problem = tuple[int, str]

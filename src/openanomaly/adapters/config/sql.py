@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-from openanomaly.core.records import ModelVersion
-from openanomaly.core.spec import Pipeline
+from openanomaly.domain.records import ModelVersion
+from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError, NotFound
 from openanomaly.ports import Clock
 

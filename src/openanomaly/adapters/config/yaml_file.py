@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from openanomaly.adapters.artifacts.local import write_atomic
 from openanomaly.adapters.config._yaml_locate import Locator, Problem
-from openanomaly.core.spec import Pipeline, PipelineFile
+from openanomaly.domain.spec import Pipeline, PipelineFile
 from openanomaly.errors import ConfigError, NotFound
 
 _Raw = list[Any]

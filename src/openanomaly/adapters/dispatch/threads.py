@@ -7,8 +7,8 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from openanomaly.core.records import Job
-from openanomaly.service import JobHandler
+from openanomaly.domain.records import Job
+from openanomaly.services.service import JobHandler
 
 log = logging.getLogger(__name__)
 

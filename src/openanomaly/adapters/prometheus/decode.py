@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from openanomaly.core.series import FloatArray, IntArray
+from openanomaly.domain.series import FloatArray, IntArray
 
 _VALUES = re.compile(rb'"values"\s*:\s*\[')
 # Brackets, quotes and commas become spaces: what remains is "t v t v ...".

@@ -22,7 +22,7 @@ from openanomaly.adapters.prometheus.http import (
     response_message,
     unreachable,
 )
-from openanomaly.core.series import FloatArray, IntArray, SeriesBatch, series_key
+from openanomaly.domain.series import FloatArray, IntArray, SeriesBatch, series_key
 from openanomaly.errors import QueryError, TsdbUnavailable
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,8 @@ from openanomaly.adapters.prometheus.http import (
     response_message,
     unreachable,
 )
-from openanomaly.core.records import OutputSeries
-from openanomaly.core.series import FloatArray, IntArray
+from openanomaly.domain.records import OutputSeries
+from openanomaly.domain.series import FloatArray, IntArray
 from openanomaly.errors import TsdbUnavailable, WriteRejected
 
 logger = logging.getLogger(__name__)

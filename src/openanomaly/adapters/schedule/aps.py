@@ -15,9 +15,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from openanomaly.core.spec import Pipeline
+from openanomaly.domain.spec import Pipeline
 from openanomaly.ports import JobDispatcher
-from openanomaly.service import Service, submit_due
+from openanomaly.services.service import Service, submit_due
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter
 
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
-from openanomaly.core.inferencer import InferResult
-from openanomaly.core.records import InferWindow, ModelVersion
-from openanomaly.core.spec import Pipeline
+from openanomaly.domain.records import InferWindow, ModelVersion
+from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError
+from openanomaly.services.inferencer import InferResult
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
 

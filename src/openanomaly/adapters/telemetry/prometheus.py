@@ -1,0 +1,58 @@
+"""OpenAnomaly's own metrics (``/metrics``), in a registry per process rather than the global
+one, so tests and several services in one process do not collide."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from openanomaly.services.inferencer import InferResult
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Counter(
+            "openanomaly_jobs", "Jobs run", ["kind", "pipeline", "status"], registry=self.registry
+        )
+        self.duration = Histogram(
+            "openanomaly_job_duration_seconds",
+            "Job run time",
+            ["kind"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900),
+        )
+        self.points = Counter(
+            "openanomaly_points_scored", "Points scored", ["pipeline"], registry=self.registry
+        )
+        self.anomalies = Counter(
+            "openanomaly_anomalous_points",
+            "Points scored above 1",
+            ["pipeline"],
+            registry=self.registry,
+        )
+        self.samples = Counter(
+            "openanomaly_samples_written",
+            "Samples remote-written",
+            ["pipeline"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "openanomaly_last_success_timestamp_seconds",
+            "End of a job's last successful run",
+            ["kind", "pipeline"],
+            registry=self.registry,
+        )
+
+    def job_done(self, kind: str, pipeline: str, status: str, seconds: float) -> None:
+        self.jobs.labels(kind, pipeline, status).inc()
+        self.duration.labels(kind).observe(seconds)
+        if status == "ok":
+            self.last_success.labels(kind, pipeline).set_to_current_time()
+
+    def observe_infer(self, result: InferResult) -> None:
+        self.points.labels(result.pipeline_id).inc(result.points)
+        self.anomalies.labels(result.pipeline_id).inc(result.anomalies)
+        self.samples.labels(result.pipeline_id).inc(result.samples_written)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

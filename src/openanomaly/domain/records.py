@@ -1,0 +1,58 @@
+"""Small records of plain values: job payloads, model versions, samples to write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from openanomaly.domain.series import FloatArray, IntArray
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """Fit ``pipeline_id`` on the train window that ends at ``end`` (unix seconds)."""
+
+    pipeline_id: str
+    end: int
+    kind: Literal["train"] = "train"
+
+
+@dataclass(frozen=True)
+class InferWindow:
+    """Score the points of ``pipeline_id`` with ``start < t <= end``. Idempotent: the same
+    window always writes the same samples."""
+
+    pipeline_id: str
+    start: int
+    end: int
+    kind: Literal["infer"] = "infer"
+
+
+Job = TrainJob | InferWindow
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One trained model of a pipeline; ``artifact`` is its ArtifactStore key (None: no state)."""
+
+    pipeline_id: str
+    version: str
+    created_at: float
+    engine: str
+    model: str
+    spec_hash: str
+    series: int
+    artifact: str | None
+    train_start: int
+    train_end: int
+    fit_seconds: float
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputSeries:
+    """One series to remote-write: labels including ``__name__``; unix-second timestamps."""
+
+    labels: dict[str, str]
+    timestamps: IntArray
+    values: FloatArray

@@ -1,0 +1,383 @@
+"""The built-in models: numpy only, vectorized over the whole panel (no Python loop per series).
+
+``profile`` (the default) learns, per series, a seasonal profile (median per season slot, the
+season chosen from the data), a robust spread and the calibrated tails of its errors; at inference
+it follows level changes through the context it is handed, so it has no mutable state and running
+the same window twice gives identical results. ``zscore`` and
+``mad`` need no training: they summarise the recent context. An unfitted ``profile`` is the
+cold-start model for series that appeared after the last fit.
+
+Fitted state is saved with ``np.savez`` (arrays plus a JSON header), never pickle.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+import numpy.typing as npt
+
+from openanomaly.domain.durations import parse_duration
+from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.builtin import seasonal
+from openanomaly.engines.kernels.panel import FittedKeys
+from openanomaly.engines.kernels.robust import (
+    MIN_POINTS,
+    TINY,
+    check_floor,
+    check_int,
+    last_valid,
+    nanmedian,
+    recent_stats,
+    z_score,
+)
+from openanomaly.errors import EngineError, UnknownModel
+
+_FORMAT = 2  # version of the dumps() layout (2: season choice and calibrated tails)
+_AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
+_Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
+
+
+class _Builtin:
+    """What the built-in models share: the step, the band, serialization."""
+
+    name: ClassVar[str]
+    params: ClassVar[tuple[str, ...]] = ("spread_floor",)
+    requires_fit: bool = False
+
+    def __init__(self, *, step: int, spread_floor: float = 0.001) -> None:
+        self.step = check_int("step", step, 1)
+        self.spread_floor = check_floor(spread_floor)
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters, as given to ``__init__`` (without ``step``)."""
+        return {"spread_floor": self.spread_floor}
+
+    def _half(self, z: float, scale: FloatArray, ref: FloatArray) -> FloatArray:
+        return z * np.fmax(scale, self.spread_floor * np.abs(ref) + TINY)
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
+        return {}
+
+    def dumps(self) -> bytes:
+        """The model as ``np.savez`` bytes: a JSON header plus the learned arrays."""
+        meta = {"format": _FORMAT, "name": self.name, "step": self.step, **self.get_params()}
+        buf = io.BytesIO()
+        arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **self._arrays()}
+        np.savez(buf, **arrays)
+        return buf.getvalue()
+
+
+class _Recent(_Builtin):
+    robust: ClassVar[bool]
+    params = ("window", "spread_floor")
+
+    def __init__(self, *, step: int, window: int = 30, spread_floor: float = 0.001) -> None:
+        super().__init__(step=step, spread_floor=spread_floor)
+        self.window = check_int("window", window, MIN_POINTS)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"window": self.window, **super().get_params()}
+
+    def fit(self, history: SeriesBatch) -> Self:
+        """Nothing to learn: returns self."""
+        return self
+
+    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
+        """Every series: the model needs only its context."""
+        return np.ones(len(keys), dtype=bool)
+
+    def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
+        """The recent centre, flat over ``timestamps``, with ``z * scale`` either side."""
+        z, h = z_score(interval), np.asarray(timestamps).size
+        recent = np.full((len(context), self.window), np.nan)
+        rows, cols, pos = last_valid(context.values, self.window)
+        recent[rows, pos] = context.values[rows, cols]
+        center, scale, count = recent_stats(recent, robust=self.robust)
+        half = np.where(count >= MIN_POINTS, self._half(z, scale, center), np.nan)
+        yhat = np.repeat(center[:, None], h, axis=1)
+        half2 = np.repeat(half[:, None], h, axis=1)
+        return Forecast(yhat, yhat - half2, yhat + half2)
+
+
+class ZScoreModel(_Recent):
+    """Mean and standard deviation of the last ``window`` context points (needs no fit).
+
+    Args:
+        step: the grid spacing in seconds.
+        window: how many recent non-missing points to summarise (>= 3).
+        spread_floor: smallest half-width relative to ``|mean|``, in [0, 1).
+    """
+
+    name = "zscore"
+    robust = False
+
+
+class MadModel(_Recent):
+    """Median and scaled MAD of the last ``window`` context points (needs no fit).
+
+    Args:
+        step: the grid spacing in seconds.
+        window: how many recent non-missing points to summarise (>= 3).
+        spread_floor: smallest half-width relative to ``|median|``, in [0, 1).
+    """
+
+    name = "mad"
+    robust = True
+
+
+class ProfileModel(FittedKeys, _Builtin):
+    """A seasonal profile with calibrated bands, following the level through the context.
+
+    ``fit`` learns per series a level per season slot (``(t // step) % season_steps`` from
+    absolute timestamps: the smoothed median over the cycles), the robust spread of the errors
+    per slot, and the empirical tails of those errors in units of the spread, per side (see
+    ``_seasonal``). With ``season="auto"`` each series gets the season (none, 1d, 1w) that
+    predicts its own held-out cycles best, among those with two cycles of data.
+
+    ``predict`` adds to the profile the median of ``context - profile`` over the last ``adapt``
+    points. Each side of the band is the widest of: the calibrated tail at ``interval`` times
+    the slot's spread; ``z`` times the recent scale (MAD of those ``adapt`` points), so that a
+    burst of volatility widens it; and the largest deviation on that side within the last
+    ``memory`` points but the last ``onset`` (as is at interval 0.999, scaled like a normal band
+    at others), so that only a deviation *new to the recent past* crosses it: a recurring spike
+    does not alert again and again. Leaving the last ``onset`` points out judges an excursion
+    against the band from before it began: one that grows for a few steps stays one run above
+    the band (one alert) instead of flapping across an edge that chases it. Unfitted, or for a
+    series it has not seen, it uses the context alone: median, ``z`` times the MAD, and the
+    same memory.
+
+    Args:
+        step: the grid spacing in seconds.
+        season: ``"auto"``, a duration (``"1d"``, seconds, a multiple of ``step``) or None.
+        smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
+        adapt: recent context points the level offset and the recent scale use (>= 1).
+        memory: recent context points whose largest deviation the band covers (>= 0; 0: off).
+        onset: how many of the latest context points the memory leaves out (>= 0).
+        spread_floor: smallest spread relative to the series' typical level, in [0, 1).
+
+    Attributes:
+        keys_: the series identities seen by ``fit``.
+        level_: ``(series, width)`` profile level; a series with a shorter season is tiled.
+        spread_: ``(series, width)`` robust standard deviation of the errors.
+        tails_: ``(series, 2, levels)`` upper and lower error quantiles in units of spread.
+        season_: ``(series,)`` chosen season in steps (1: no season).
+        ref_: ``(series,)`` typical absolute level, the base of the relative floor.
+        known_: ``(series,)`` which series had data to learn from.
+    """
+
+    name = "profile"
+    params = ("season", "smooth", "adapt", "memory", "onset", "spread_floor")
+    requires_fit = True
+    keys_: tuple[str, ...]
+    level_: FloatArray
+    spread_: FloatArray
+    tails_: FloatArray
+    season_: IntArray
+    ref_: FloatArray
+    known_: npt.NDArray[np.bool_]
+
+    def __init__(
+        self,
+        *,
+        step: int,
+        season: str | int | None = "auto",
+        smooth: int | None = None,
+        adapt: int = 30,
+        memory: int = 60,
+        onset: int = 6,
+        spread_floor: float = 0.001,
+    ) -> None:
+        super().__init__(step=step, spread_floor=spread_floor)
+        self.season, self.smooth = season, smooth
+        self.adapt = check_int("adapt", adapt, 1)
+        self.memory = check_int("memory", memory, 0)
+        self.onset = check_int("onset", onset, 0)
+        if smooth is not None:
+            check_int("smooth", smooth, 0)
+        self._candidates = self._seasons(season)
+        self._index: dict[str, int] | None = None
+
+    def _seasons(self, season: str | int | None) -> list[int]:
+        """Candidate seasons in steps, ascending; 1 is "no season"."""
+        if season is None:
+            return [1]
+        if season == "auto":
+            whole = [s // self.step for s in _AUTO_SEASONS if s % self.step == 0]
+            return [1, *(s for s in whole if s > 1)]
+        try:
+            seconds = parse_duration(season)
+        except ValueError as exc:
+            raise EngineError(f"season: {exc} (or use 'auto' or null)") from None
+        if seconds % self.step:
+            raise EngineError(f"season ({season}) must be a whole number of steps ({self.step}s)")
+        return [max(1, seconds // self.step)]
+
+    def get_params(self) -> dict[str, Any]:
+        extra = {"season": self.season, "smooth": self.smooth, "adapt": self.adapt}
+        return {**extra, "memory": self.memory, "onset": self.onset, **super().get_params()}
+
+    def fit(self, history: SeriesBatch) -> Self:
+        """Choose each series' season, learn level, spread and tails; returns self."""
+        if len(set(history.keys)) != len(history):
+            raise EngineError("history has duplicate series keys")
+        n, tick = len(history), history.timestamps // self.step
+        self.ref_ = np.abs(nanmedian(history.values))
+        floor = seasonal.band_floor(self.ref_, self.spread_floor)
+        choice = np.zeros(n, dtype=np.int64)
+        parts: list[tuple[IntArray, int, tuple[FloatArray, FloatArray, FloatArray]]] = []
+        cycles = max(1, tick.size // max(self._candidates)) + 1
+        chunk = max(1, 2**22 // (max(self._candidates) * cycles))  # bounds the slot grids
+        for start in range(0, n, chunk):
+            rows = np.arange(start, min(n, start + chunk))
+            x = history.values[rows]
+            pick = seasonal.choose_season(x, tick, self._candidates, self.smooth, self.adapt)
+            choice[rows] = pick
+            for k in np.unique(pick):
+                sub = np.flatnonzero(pick == k)
+                slots = self._candidates[k]
+                sm = seasonal.default_smooth(slots) if self.smooth is None else self.smooth
+                fitted = seasonal.fit_season(
+                    x[sub], tick, slots, smooth=sm, adapt=self.adapt, floor=floor[rows[sub]]
+                )
+                parts.append((rows[sub], slots, fitted))
+        self._assemble(n, parts)
+        self.season_ = np.asarray(self._candidates, dtype=np.int64)[choice]
+        self.keys_ = history.keys
+        self._index = None
+        return self
+
+    def _assemble(
+        self, n: int, parts: list[tuple[IntArray, int, tuple[FloatArray, FloatArray, FloatArray]]]
+    ) -> None:
+        """One array per attribute; a season shorter than the widest chosen one is tiled."""
+        width = max((slots for _, slots, _ in parts), default=1)
+        self.level_, self.spread_ = np.full((n, width), np.nan), np.full((n, width), np.nan)
+        self.tails_ = np.full((n, 2, seasonal.TAIL_LEVELS.size), np.nan)
+        for rows, slots, (level, spread, tails) in parts:
+            self.level_[rows] = np.tile(level, width // slots)
+            self.spread_[rows] = np.tile(spread, width // slots)
+            self.tails_[rows] = tails
+        self.known_ = np.all(np.isfinite(self.level_), axis=1)
+
+    def _slot(self, timestamps: IntArray) -> IntArray:
+        width = int(self.level_.shape[1])
+        return np.asarray(np.asarray(timestamps, dtype=np.int64) // self.step % width)
+
+    def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
+        """``profile + offset`` at ``timestamps`` with the band of the class doc."""
+        z, ts = z_score(interval), np.asarray(timestamps, dtype=np.int64)
+        rows = self._rows(context.keys) if len(context) else np.zeros(0, dtype=np.int64)
+        known, safe = rows >= 0, np.maximum(rows, 0)
+        recent = self._recent(context, known, safe)
+        offset, scale, count = recent_stats(recent[:, -self.adapt :], robust=True)
+        yhat = np.repeat(offset[:, None], ts.size, axis=1)
+        ref, spread = np.abs(offset), np.zeros_like(yhat)
+        up = dn = np.full(len(context), z)
+        if known.any():
+            cols = self._slot(ts)[None, :]
+            level = self.level_[safe[:, None], cols]
+            yhat = np.where(known[:, None], level + np.nan_to_num(offset)[:, None], yhat)
+            spread = np.where(known[:, None], self.spread_[safe[:, None], cols], spread)
+            ref = np.where(known, self.ref_[safe], ref)
+            one_sided = (1.0 + interval) / 2.0
+            tails = self.tails_[safe]
+            up = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 0], one_sided), z), z)
+            dn = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 1], one_sided), z), z)
+        base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
+        volatile = z * np.nan_to_num(scale)[:, None]
+        # Recent deviations are rescaled like a normal band from the default interval, so that
+        # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
+        width = recent.shape[1]
+        past = recent[:, width - self.memory : width - self.onset]
+        dev = (past - offset[:, None]) * (z / _Z_MEMORY)
+        above = np.fmax(np.fmax(up[:, None] * base, volatile), _largest(dev)[:, None])
+        below = np.fmax(np.fmax(dn[:, None] * base, volatile), _largest(-dev)[:, None])
+        usable = (known | (count >= MIN_POINTS))[:, None]
+        return Forecast(
+            yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
+        )
+
+    def _recent(
+        self, context: SeriesBatch, known: npt.NDArray[np.bool_], safe: IntArray
+    ) -> FloatArray:
+        """The last ``max(adapt, memory)`` context values less the profile, left-padded."""
+        width = max(self.adapt, self.memory)
+        recent = np.full((len(context), width), np.nan)
+        r, c, pos = last_valid(context.values, width)
+        recent[r, pos] = context.values[r, c]
+        if known.any():
+            base = self.level_[safe[r], self._slot(context.timestamps)[c]]
+            recent[r, pos] -= np.where(known[r], base, 0.0)
+        return recent
+
+    def _arrays(self) -> dict[str, npt.NDArray[Any]]:
+        if "keys_" not in self.__dict__:
+            return {}
+        keys = np.array(json.dumps(list(self.keys_)))
+        return {
+            "keys": keys,
+            "level": self.level_,
+            "spread": self.spread_,
+            "tails": self.tails_,
+            "season": self.season_,
+            "ref": self.ref_,
+            "known": self.known_,
+        }
+
+    def _restore(self, arrays: Mapping[str, npt.NDArray[Any]]) -> None:
+        if "keys" in arrays:
+            self.keys_ = tuple(json.loads(str(arrays["keys"])))
+            self.level_, self.spread_ = arrays["level"], arrays["spread"]
+            self.tails_, self.season_ = arrays["tails"], arrays["season"]
+            self.ref_, self.known_ = arrays["ref"], arrays["known"]
+
+
+def _largest(dev: FloatArray) -> FloatArray:
+    """Each row's largest value (0 when none is positive or present)."""
+    return np.asarray(np.where(np.isnan(dev), 0.0, np.fmax(dev, 0.0)).max(axis=1, initial=0.0))
+
+
+BuiltinModel = ProfileModel | ZScoreModel | MadModel
+DEFAULT_MODEL = "profile"
+
+MODELS: dict[str, type[BuiltinModel]] = {
+    "profile": ProfileModel,
+    "zscore": ZScoreModel,
+    "mad": MadModel,
+}
+
+
+def create(name: str, params: Mapping[str, Any], *, step: int) -> BuiltinModel:
+    """A new built-in model; unknown names and parameters raise, naming the accepted ones."""
+    cls = MODELS.get(name)
+    if cls is None:
+        raise UnknownModel("builtin model", name, list(MODELS))
+    unknown = sorted(set(params) - set(cls.params))
+    if unknown:
+        raise EngineError(
+            f"builtin model {name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"accepted: {', '.join(cls.params)}"
+        )
+    return cls(step=step, **params)
+
+
+def loads(data: bytes, *, step: int) -> BuiltinModel:
+    """A model saved by ``dumps``; refuses one trained at another step (the slots would shift)."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except Exception as exc:  # np.load raises many kinds on garbage
+        raise EngineError(f"not a builtin model artifact: {exc}") from None
+    if meta.pop("format", None) != _FORMAT:
+        raise EngineError("builtin model artifact has an unknown format version")
+    if meta.pop("step", None) != step:
+        raise EngineError(f"model was trained at another step than {step}s: retrain it")
+    model = create(meta.pop("name"), meta, step=step)
+    if isinstance(model, ProfileModel):
+        model._restore(arrays)
+    return model

@@ -1,0 +1,113 @@
+"""The application service: runs jobs by id and decides which jobs are due. The CLI, the API,
+the scheduler and the workers all go through it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
+from openanomaly.domain.grid import align
+from openanomaly.domain.records import InferWindow, Job, ModelVersion, TrainJob
+from openanomaly.domain.spec import spec_hash
+from openanomaly.domain.windows import due_window
+from openanomaly.errors import OpenAnomalyError
+from openanomaly.ports import (
+    CheckpointStore,
+    Clock,
+    EngineFactory,
+    JobDispatcher,
+    MetricsReader,
+    ModelRegistry,
+    PipelineStore,
+)
+from openanomaly.services.backtest import BacktestResult, Progress, backtest
+from openanomaly.services.inferencer import Inferencer, InferResult
+from openanomaly.services.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    pipelines: PipelineStore
+    registry: ModelRegistry
+    checkpoints: CheckpointStore
+    reader: MetricsReader
+    engines: EngineFactory
+    trainer: Trainer
+    inferencer: Inferencer
+    metrics: ServiceMetrics
+    clock: Clock = time.time
+
+    def __post_init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def run(self, job: Job) -> ModelVersion | InferResult:
+        """Run one job now. Jobs of the same pipeline never overlap in this process."""
+        began = time.perf_counter()
+        try:
+            with self._lock(job.pipeline_id):
+                pipeline = self.pipelines.get(job.pipeline_id)
+                if isinstance(job, TrainJob):
+                    result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
+                else:
+                    result = self.inferencer.infer(pipeline, job.start, job.end)
+                    self.metrics.observe_infer(result)
+        except Exception:
+            self.metrics.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
+            raise
+        self.metrics.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
+        return result
+
+    def run_logged(self, job: Job) -> None:
+        """For workers: run, log a failure with its message (no trace for expected errors)."""
+        try:
+            self.run(job)
+        except OpenAnomalyError as exc:
+            log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
+        except Exception:
+            log.exception("%s job for pipeline=%s crashed", job.kind, job.pipeline_id)
+
+    def train_job(self, pipeline_id: str, end: int | None = None) -> TrainJob:
+        pipeline = self.pipelines.get(pipeline_id)
+        now = self.clock() - pipeline.delay
+        return TrainJob(pipeline_id, align(now if end is None else end, pipeline.step))
+
+    def due_infer(self, pipeline_id: str) -> InferWindow | None:
+        pipeline = self.pipelines.get(pipeline_id)
+        return due_window(pipeline, self.checkpoints.last_end(pipeline_id), self.clock())
+
+    def needs_training(self, pipeline_id: str) -> bool:
+        pipeline = self.pipelines.get(pipeline_id)
+        active = self.registry.active(pipeline_id)
+        if active is not None and active.spec_hash == spec_hash(pipeline):
+            return False
+        return self.engines.create(pipeline.model, step=pipeline.step).requires_fit
+
+    def backtest(
+        self, pipeline_id: str, start: int, end: int, progress: Progress | None = None
+    ) -> BacktestResult:
+        pipeline = self.pipelines.get(pipeline_id)
+        return backtest(
+            pipeline, self.reader, self.engines, start=start, end=end, progress=progress
+        )
+
+    def _lock(self, pipeline_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(pipeline_id, threading.Lock())
+
+
+def submit_due(service: Service, dispatcher: JobDispatcher, pipeline_id: str) -> bool:
+    """Submit the pipeline's due inference window, if any. Returns whether one was submitted."""
+    window = service.due_infer(pipeline_id)
+    if window is not None:
+        dispatcher.submit(window)
+    return window is not None
+
+
+JobHandler = Callable[[Job], None]
