@@ -9,7 +9,6 @@ import numpy as np
 
 from openanomaly.domain.scoring import Scored
 from openanomaly.domain.series import SeriesBatch
-from openanomaly.errors import OpenAnomalyError
 from openanomaly.services.backtest import BacktestResult
 
 
@@ -23,13 +22,11 @@ def plot_scored(
     batch: SeriesBatch, scored: Scored, path: Path, *, title: str, max_series: int = 4
 ) -> Path:
     """Actual, forecast band and flagged points above, the score below, per series."""
-    try:
-        import matplotlib
+    import matplotlib  # a core dependency, imported only when a plot is drawn
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise OpenAnomalyError("plots need matplotlib: pip install 'openanomaly[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     peaks = np.nanmax(np.nan_to_num(scored.score, nan=0.0), axis=1, initial=0.0)
     rows = np.argsort(-peaks)[:max_series]
     times = [datetime.fromtimestamp(int(t), UTC) for t in batch.timestamps]
