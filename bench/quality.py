@@ -63,7 +63,7 @@ from openanomaly.ports import ModelEngine
 from openanomaly.quality.nab import Labels
 from openanomaly.services.backtest import backtest
 
-DATA = Path(os.environ.get("NAB_DIR", "/work/shared/data/nab"))
+DATA = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[2] / "shared/data/nab"))
 DEFAULT_ENGINES = [
     "builtin:profile",
     "builtin:mad",
