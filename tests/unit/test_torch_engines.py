@@ -303,7 +303,7 @@ class TestDarts:
         engine: Any = DefaultEngineFactory().create(spec("darts"), step=STEP).inner
         assert (engine.name, engine.requires_fit) == ("LinearRegressionModel", True)
         assert engine._kwargs["lags"] == max(2, 3600 // STEP)  # an hour, no lags given
-        linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP)
+        linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP).inner
         assert linear._kwargs["lags"] == 3  # lags given are kept
 
     @pytest.mark.parametrize(
