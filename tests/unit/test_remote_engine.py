@@ -21,7 +21,7 @@ from openanomaly.engines.remote import RemoteEngine, RemoteEngineError, RemoteUn
 from openanomaly.engines.remote.server import create_model_app
 from openanomaly.errors import EngineError
 from openanomaly.ports import ModelEngine
-from tests.unit.test_engines import PANEL, STEP
+from tests.engines.test_engines import PANEL, STEP
 
 PROFILE = {"engine": "builtin", "name": "profile", "params": {"season": "1d"}}
 TOKEN = "unit-token-1234"

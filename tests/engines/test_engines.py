@@ -24,7 +24,7 @@ from openanomaly.engines import ENGINES, DefaultEngineFactory
 from openanomaly.engines.builtin import ProfileModel, nanmedian
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import ModelEngine
-from tests.unit.tiny_models import tiny_chronos
+from tests.engines.tiny_models import tiny_chronos
 
 STEP = 7200  # 2h: one day is 12 steps, so the seasonal statsforecast models stay cheap
 DAY = 12

@@ -25,8 +25,8 @@ from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
-from tests.unit.test_engines import DAY, PANEL, STEP, T0
-from tests.unit.tiny_models import tiny_chronos
+from tests.engines.test_engines import DAY, PANEL, STEP, T0
+from tests.engines.tiny_models import tiny_chronos
 
 pytestmark = pytest.mark.slow
 
