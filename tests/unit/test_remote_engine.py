@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -28,9 +28,10 @@ TOKEN = "unit-token-1234"
 
 
 @pytest.fixture(scope="module")
-def client() -> TestClient:
+def client() -> httpx.Client:
     app = create_model_app(DefaultEngineFactory(), token=SecretStr(TOKEN))
-    return TestClient(app, base_url="http://model-server")
+    # starlette's TestClient is an httpx2.Client: httpx's API, which is all the engine uses.
+    return cast(httpx.Client, TestClient(app, base_url="http://model-server"))
 
 
 def remote(client: httpx.Client, model: dict[str, Any] = PROFILE, **kw: Any) -> RemoteEngine:
@@ -47,7 +48,7 @@ def assert_same(a: Any, b: Any) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-def test_batched_fit_and_predict_match_the_local_engine(client: TestClient) -> None:
+def test_batched_fit_and_predict_match_the_local_engine(client: httpx.Client) -> None:
     engine = remote(client, max_points=3 * PANEL.history.timestamps.size)  # 3 series a batch
     assert engine.requires_fit
     engine.fit(PANEL.history)
@@ -60,7 +61,7 @@ def test_batched_fit_and_predict_match_the_local_engine(client: TestClient) -> N
 
 
 def test_artifact_round_trip_holds_no_token(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = remote(client).fit(PANEL.history)
     data = engine.dumps()
@@ -80,7 +81,7 @@ def test_artifact_round_trip_holds_no_token(
         loads(b"\x00", step=STEP)
 
 
-def test_a_model_without_fit_predicts_at_once(client: TestClient) -> None:
+def test_a_model_without_fit_predicts_at_once(client: httpx.Client) -> None:
     engine = remote(client, {"engine": "builtin", "name": "mad"})
     assert not engine.requires_fit
     assert engine.known(["a", "b"]).all()
@@ -91,12 +92,12 @@ def test_a_model_without_fit_predicts_at_once(client: TestClient) -> None:
     assert b"states" not in engine.dumps()
 
 
-def test_predict_before_fit_is_an_error(client: TestClient) -> None:
+def test_predict_before_fit_is_an_error(client: httpx.Client) -> None:
     with pytest.raises(EngineError, match=r"predict\(\) before fit\(\)"):
         remote(client).predict(PANEL.context, PANEL.future, 0.99)
 
 
-def test_the_server_refuses_a_forged_state(client: TestClient) -> None:
+def test_the_server_refuses_a_forged_state(client: httpx.Client) -> None:
     engine = remote(client).fit(PANEL.history)
     raw = base64.b64decode(engine.states_[0])
     engine.states_ = [base64.b64encode(raw[:-1] + b"x").decode()]
@@ -105,7 +106,7 @@ def test_the_server_refuses_a_forged_state(client: TestClient) -> None:
     assert exc.value.status == 422
 
 
-def test_bad_requests_name_the_field(client: TestClient) -> None:
+def test_bad_requests_name_the_field(client: httpx.Client) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     cases = [
         ({"model": PROFILE}, "step: expected int"),

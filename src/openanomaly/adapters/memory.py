@@ -10,6 +10,7 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Self
 
 import numpy as np
 
@@ -190,7 +191,7 @@ class MeanEngine:
         self.mean_ = np.empty(0)
         self.std_ = np.empty(0)
 
-    def fit(self, history: SeriesBatch) -> MeanEngine:
+    def fit(self, history: SeriesBatch) -> Self:
         self.keys_ = list(history.keys)
         self.mean_ = np.nanmean(history.values, axis=1)
         self.std_ = np.nan_to_num(np.nanstd(history.values, axis=1)) + 1e-9
