@@ -1,4 +1,4 @@
-"""Engine micro-benchmark: ``uv run python bench/engines.py [--ets-series 20]``.
+"""Engine micro-benchmark: ``uv run python -m bench.engines [--ets-series 20]``.
 
 Prints the built-in profile model's fit and predict time on 1k and 10k series (5-minute steps,
 daily season, 14 days of history, a 60-point context, 12 points to forecast), then AutoETS's
