@@ -117,7 +117,11 @@ def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter]:
     t = settings.tsdb
     client = build_client(t)
     reader = PrometheusReader(
-        t.url, client=client, max_points=t.max_points, parallelism=t.read_parallelism
+        t.url,
+        client=client,
+        max_points=t.max_points,
+        parallelism=t.read_parallelism,
+        max_series=t.max_series,
     )
     writer = RemoteWriteWriter(
         t.remote_write_url, client=client, flavor=t.flavor, batch_samples=t.write_batch_samples
