@@ -56,12 +56,13 @@ TRAIN_WINDOW = 7 * 86400  # ... under the default 7-day window
 # --- measuring one process -------------------------------------------------------------------
 
 
-def peak_rss_mb() -> float:
-    """This process' peak resident set (VmHWM) in MB."""
+def status_mb(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmHWM``: peak resident set,
+    ``VmRSS``: resident set now) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def reset_peak_rss() -> bool:
@@ -155,8 +156,9 @@ def cycle_scenario(url: str, n: int, now: int, cycles: int) -> dict[str, Any]:
     first = now - cycles * STEP
     began = time.perf_counter()
     c.service.trainer.train(pipeline, first - STEP)
-    fit, fit_rss = time.perf_counter() - began, peak_rss_mb()
+    fit, fit_rss = time.perf_counter() - began, status_mb("VmHWM")
     reset = reset_peak_rss()
+    base_rss = status_mb("VmRSS")  # the trained model, the imports, what the allocator kept
     runs: list[tuple[float, float, InferResult]] = []
     for k in range(cycles):
         recorder.bodies.clear()
@@ -165,7 +167,7 @@ def cycle_scenario(url: str, n: int, now: int, cycles: int) -> dict[str, Any]:
         r = c.service.run(w)
         assert isinstance(r, InferResult)
         runs.append((time.perf_counter() - wall, time.process_time() - cpu, r))
-    cycle_rss = peak_rss_mb()
+    cycle_rss = status_mb("VmHWM")
     c.close()
     last = runs[-1][2]
     form = {
@@ -186,6 +188,7 @@ def cycle_scenario(url: str, n: int, now: int, cycles: int) -> dict[str, Any]:
         "phases": phases,
         "cycle_rss": cycle_rss,
         "rss_reset": reset,
+        "base_rss": base_rss,
         "samples": last.samples_written,
         **floor,
     }
@@ -207,7 +210,7 @@ def train_scenario(url: str, n: int, now: int, window: int) -> dict[str, Any]:
     version = c.service.trainer.train(pipeline, now)
     seconds = time.perf_counter() - began
     c.close()
-    return {"series": version.series, "window": window, "train": seconds, "rss": peak_rss_mb()}
+    return {"series": version.series, "window": window, "train": seconds, "rss": status_mb("VmHWM")}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -235,6 +238,7 @@ def print_cycle(r: dict[str, Any]) -> None:
     total = sum(r["phases"].values())
     shares = ", ".join(f"{k} {v / total:.0%}" for k, v in r["phases"].items())
     peak = f"{r['cycle_rss']:,.0f} MB" + ("" if r["rss_reset"] else " (with the training)")
+    peak += f" from {r['base_rss']:,.0f} MB"
     print(
         f"  builtin/profile {n:>7,} series: cycle {cycle:6.2f}s | floor {floor:5.2f}s (fetch "
         f"{r['fetch']:.2f}s + post {r['post']:.2f}s) | cycle/floor {cycle / floor:4.1f}x | "

@@ -6,6 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
+from openanomaly.adapters.prometheus import decode
 from openanomaly.adapters.prometheus.decode import decode_matrix
 from openanomaly.errors import TooManySeries
 
@@ -107,3 +108,20 @@ def test_a_vector_answer_has_no_series() -> None:
     vector = vector.replace(b'"matrix"', b'"vector"')
     d = decode_matrix(vector)
     assert d.result_type == "vector" and d.series == [] and d.bounds.tolist() == [0]
+
+
+def test_groups_of_series_parsed_apart_give_the_same_arrays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    result = [
+        {"metric": {"i": str(i)}, "values": [[k, repr(float(rng.normal()))] for k in range(n)]}
+        for i, n in enumerate(rng.integers(0, 9, 300))
+    ]
+    whole = decode_matrix(body(result))
+    monkeypatch.setattr(decode, "_GROUP_BYTES", 64)  # a group every few series
+    grouped = decode_matrix(body(result))
+    assert grouped.bounds.tolist() == whole.bounds.tolist()
+    assert grouped.timestamps.tolist() == whole.timestamps.tolist()
+    assert grouped.values.tolist() == whole.values.tolist()
+    assert [len(r["values"]) for r in result] == np.diff(grouped.bounds).tolist()

@@ -282,8 +282,11 @@ def test_more_series_than_the_limit_are_refused_naming_count_setting_and_query()
 def test_the_limit_is_checked_before_the_values_are_parsed() -> None:
     def handler(request: httpx.Request) -> httpx.Response:  # values no parser would accept
         item = b'{"metric":{},"values":[[1,"not a number"]]}'
-        return httpx.Response(200, content=b'{"status":"success","data":{"resultType":"matrix",'
-        b'"result":[' + b",".join([item] * 3) + b"]}}")
+        return httpx.Response(
+            200,
+            content=b'{"status":"success","data":{"resultType":"matrix",'
+            b'"result":[' + b",".join([item] * 3) + b"]}}",
+        )
 
     with pytest.raises(TooManySeries):
         reader(handler, max_series=2).query_range("x", 0, 60, 60)

@@ -29,6 +29,7 @@ _CLOSE = re.compile(rb"\]\s*\]")
 # `[t,"v"],[t,"v"]` -> `t,v\n,t,v\n`: each pair a line of CSV.
 _TO_CSV = bytes.maketrans(b"]", b"\n")
 _DROP = b'["'
+_GROUP_BYTES = 8 << 20  # of values text parsed at once
 
 
 class RangeSeries(NamedTuple):
@@ -99,16 +100,33 @@ def _parse_pairs(
 ) -> tuple[IntArray, FloatArray, IntArray]:
     """Timestamps and values of the ``[t, "v"]`` pairs in ``spans``, and how many each holds.
 
-    Each array becomes ``1,t,v`` then ``,t,v`` lines: the ``1`` in the first column marks where
-    a series begins, which gives the counts without a pass per series.
+    Parsed a group of series at a time, so that the text copies stay a few MB whatever the
+    answer's size.
     """
-    filled = [i for i, (a, b) in enumerate(spans) if b > a]
     counts = np.zeros(len(spans), dtype=np.int64)
-    if not filled:
-        return np.empty(0, dtype=np.int64), np.empty(0), counts
+    ts: list[IntArray] = [np.empty(0, dtype=np.int64)]
+    vs: list[FloatArray] = [np.empty(0)]
     view = memoryview(content)
-    text = b"".join(part for i in filled for part in (b"1,", view[slice(*spans[i])]))
-    text = text.translate(_TO_CSV, _DROP)
+    group: list[int] = []
+    size = 0
+    for i, (a, b) in enumerate(spans):
+        if b > a:
+            group.append(i)
+            size += b - a
+        if group and (size >= _GROUP_BYTES or i == len(spans) - 1):
+            t, v, counts[group] = _read_group(view, [spans[k] for k in group])
+            ts.append(t)
+            vs.append(v)
+            group, size = [], 0
+    return np.concatenate(ts), np.concatenate(vs), counts
+
+
+def _read_group(
+    view: memoryview, spans: list[tuple[int, int]]
+) -> tuple[IntArray, FloatArray, IntArray]:
+    """Each non-empty array becomes ``1,t,v`` then ``,t,v`` lines: the ``1`` in the first
+    column marks where a series begins, which gives the counts without a pass per series."""
+    text = b"".join(part for a, b in spans for part in (b"1,", view[a:b])).translate(_TO_CSV, _DROP)
     frame = pd.read_csv(
         io.BytesIO(text),
         header=None,
@@ -125,10 +143,10 @@ def _parse_pairs(
     if text.count(b"\n") != pairs or text.count(b",") != 2 * pairs:
         raise ValueError("values arrays are not [timestamp, value] pairs")
     starts = np.flatnonzero(frame["first"].to_numpy() == 1.0)
-    if starts.size != len(filled):
+    if starts.size != len(spans):
         raise ValueError("values arrays are not [timestamp, value] pairs")
-    counts[filled] = np.diff(np.append(starts, pairs))
     ts = np.rint(frame["t"].to_numpy()).astype(np.int64)
+    counts = np.diff(np.append(starts, pairs))
     return ts, frame["v"].to_numpy(dtype=np.float64, copy=True), counts
 
 

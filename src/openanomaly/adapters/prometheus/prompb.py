@@ -90,8 +90,13 @@ class LabelCache:
     def series_labels(self, labels: Mapping[str, str]) -> bytes:
         """The ``labels`` fields of a ``TimeSeries``: sorted by name, empty values left out
         (PromQL treats an empty value as no label; remote write 1.0 requires sorted names)."""
-        pairs = self._pairs
-        return b"".join([pairs.get(p) or self._add(p) for p in sorted(labels.items())])
+        items = sorted(labels.items())
+        fields = list(map(self._pairs.get, items))
+        if None in fields:
+            fields = [
+                f if f is not None else self._add(p) for f, p in zip(fields, items, strict=True)
+            ]
+        return b"".join(fields)
 
     def _add(self, pair: tuple[str, str]) -> bytes:
         name, value = pair
@@ -144,5 +149,11 @@ def write_request(
     parts: list[bytes | memoryview] = []
     for labels, lo, hi in series:
         a, b = offsets[lo], offsets[hi]
-        parts += [b"\x0a", varint(len(labels) + b - a), labels, view[a:b]]
+        parts += (_series_tag(len(labels) + b - a), labels, view[a:b])
     return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _series_tag(length: int) -> bytes:
+    """The tag and length of a ``timeseries`` field of ``length`` bytes."""
+    return bytes((_FIELD1_BYTES,)) + varint(length)
