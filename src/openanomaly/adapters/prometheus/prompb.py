@@ -90,13 +90,8 @@ class LabelCache:
     def series_labels(self, labels: Mapping[str, str]) -> bytes:
         """The ``labels`` fields of a ``TimeSeries``: sorted by name, empty values left out
         (PromQL treats an empty value as no label; remote write 1.0 requires sorted names)."""
-        items = sorted(labels.items())
-        fields = list(map(self._pairs.get, items))
-        if None in fields:
-            fields = [
-                f if f is not None else self._add(p) for f, p in zip(fields, items, strict=True)
-            ]
-        return b"".join(fields)
+        pairs = self._pairs
+        return b"".join([pairs[p] if p in pairs else self._add(p) for p in sorted(labels.items())])
 
     def _add(self, pair: tuple[str, str]) -> bytes:
         name, value = pair
