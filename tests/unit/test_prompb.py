@@ -65,14 +65,12 @@ def test_a_request_is_byte_for_byte_the_protobuf_librarys(seed: int) -> None:
     fields, offsets = prompb.sample_fields(
         np.asarray(samples.ts_ms, dtype=np.int64), np.asarray(samples.values)
     )
-    cache = prompb.LabelCache()
     b = samples.bounds
-    parts = [(i, b[i], b[i + 1]) for i in range(len(samples.labels)) if b[i + 1] > b[i]]
-    mine = prompb.write_request(
-        [(cache.series_labels(samples.labels[i]), lo, hi) for i, lo, hi in parts],
-        fields,
-        offsets.tolist(),
+    (mine, count), *more = prompb.write_requests(
+        samples.labels, b, fields, offsets.tolist(), batch_samples=10**6
     )
+    parts = [(i, b[i], b[i + 1]) for i in range(len(samples.labels)) if b[i + 1] > b[i]]
+    assert not more and count == len(samples.values)
     assert mine == by_the_library(samples, parts)
 
 

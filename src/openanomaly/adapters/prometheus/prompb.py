@@ -16,7 +16,7 @@ is its labels' bytes followed by a slice of the samples' bytes.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,23 +82,31 @@ def _field(tag: int, payload: bytes) -> bytes:
 
 class LabelCache:
     """The bytes of each ``Label`` field met so far: a label pair recurs in many series (the
-    output name, ``pipeline``, ``job``) and is encoded once."""
+    output name, ``pipeline``, ``job``) and is encoded once. The sorted order of a set of label
+    names is kept too: every output series of a pipeline has the same names."""
 
     def __init__(self) -> None:
-        self._pairs: dict[tuple[str, str], bytes] = {}
+        self._orders: dict[tuple[str, ...], list[tuple[str, dict[str, bytes]]]] = {}
+        self._fields: dict[str, dict[str, bytes]] = {}
 
     def series_labels(self, labels: Mapping[str, str]) -> bytes:
         """The ``labels`` fields of a ``TimeSeries``: sorted by name, empty values left out
         (PromQL treats an empty value as no label; remote write 1.0 requires sorted names)."""
-        pairs = self._pairs
-        return b"".join([pairs[p] if p in pairs else self._add(p) for p in sorted(labels.items())])
+        names = tuple(labels)
+        order = self._orders.get(names)
+        if order is None:
+            order = [(n, self._fields.setdefault(n, {})) for n in sorted(names)]
+            self._orders[names] = order
+        return b"".join([known.get(labels[n]) or _label(n, labels[n], known) for n, known in order])
 
-    def _add(self, pair: tuple[str, str]) -> bytes:
-        name, value = pair
-        label = _field(_FIELD1_BYTES, name.encode()) + _field(_FIELD2_BYTES, value.encode())
-        field = bytes((_FIELD1_BYTES,)) + varint(len(label)) + label if value else b""
-        self._pairs[pair] = field
-        return field
+
+def _label(name: str, value: str, known: dict[str, bytes]) -> bytes:
+    """The ``labels`` field of one pair, remembered in ``known`` (b"" for an empty value)."""
+    if not value:
+        return b""
+    label = _field(_FIELD1_BYTES, name.encode()) + _field(_FIELD2_BYTES, value.encode())
+    known[value] = bytes((_FIELD1_BYTES,)) + varint(len(label)) + label
+    return known[value]
 
 
 def sample_fields(ts_ms: IntArray, values: FloatArray) -> tuple[bytes, IntArray]:
@@ -135,17 +143,34 @@ def sample_fields(ts_ms: IntArray, values: FloatArray) -> tuple[bytes, IntArray]
     return buf.tobytes(), offsets
 
 
-def write_request(
-    series: Sequence[tuple[bytes, int, int]], samples: bytes, offsets: Sequence[int]
-) -> bytes:
-    """A serialised ``WriteRequest`` of ``series``: (labels' bytes from ``LabelCache``, first
-    and past-the-last sample index into ``offsets``) each."""
+def write_requests(
+    labels: Sequence[Mapping[str, str]],
+    bounds: Sequence[int],
+    samples: bytes,
+    offsets: Sequence[int],
+    batch_samples: int,
+) -> Iterator[tuple[bytes, int]]:
+    """Serialised ``WriteRequest`` messages of at most ``batch_samples`` samples each, with
+    their sample counts. Series ``i`` has labels ``labels[i]`` and the samples
+    ``bounds[i]:bounds[i + 1]`` of ``samples`` (``offsets`` from ``sample_fields``); a long
+    series is split across requests, in time order."""
+    cache = LabelCache()
     view = memoryview(samples)
     parts: list[bytes | memoryview] = []
-    for labels, lo, hi in series:
-        a, b = offsets[lo], offsets[hi]
-        parts += (_series_tag(len(labels) + b - a), labels, view[a:b])
-    return b"".join(parts)
+    count = 0
+    for i, series in enumerate(labels):
+        lo, hi = bounds[i], bounds[i + 1]
+        encoded = cache.series_labels(series) if hi > lo else b""
+        while lo < hi:
+            take = min(hi - lo, batch_samples - count)
+            a, b = offsets[lo], offsets[lo + take]
+            parts += (_series_tag(len(encoded) + b - a), encoded, view[a:b])
+            lo, count = lo + take, count + take
+            if count == batch_samples:
+                yield b"".join(parts), count
+                parts, count = [], 0
+    if count:
+        yield b"".join(parts), count
 
 
 @functools.lru_cache(maxsize=1 << 16)

@@ -22,7 +22,7 @@ from openanomaly.adapters.prometheus.http import (
     response_message,
     unreachable,
 )
-from openanomaly.domain.series import IntArray, SeriesBatch, series_key
+from openanomaly.domain.series import IntArray, SeriesBatch
 from openanomaly.errors import QueryError, TooManySeries, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
@@ -205,13 +205,15 @@ def stitch(results: Sequence[Result], grid: IntArray) -> SeriesBatch:
     the data that exists. A series may be absent from some chunks (it started or stopped
     mid-range): its row is NaN there. Points off the grid are ignored.
     """
-    rows: dict[str, int] = {}
+    rows: dict[bytes, int] = {}
     labels: list[dict[str, str]] = []
     row_ids: list[IntArray] = []
     for body in results:
         ids = np.empty(len(body.metrics), dtype=np.int64)
         for i, metric in enumerate(body.metrics):
-            row = ids[i] = rows.setdefault(series_key(metric), len(rows))
+            # Sorted-key JSON identifies a label set as series_key does, in C.
+            key = orjson.dumps(metric, option=orjson.OPT_SORT_KEYS)
+            row = ids[i] = rows.setdefault(key, len(rows))
             if row == len(labels):
                 labels.append(metric)
         row_ids.append(np.repeat(ids, np.diff(body.bounds)))

@@ -108,31 +108,11 @@ def encode(samples: Samples, batch_samples: int) -> Iterator[tuple[bytes, int]]:
     fields, offsets = prompb.sample_fields(
         np.asarray(samples.ts_ms, dtype=np.int64), np.asarray(samples.values, dtype=np.float64)
     )
-    starts = offsets.tolist()
-    for series, count in _requests(samples, batch_samples):
-        request = prompb.write_request(series, fields, starts)
+    requests = prompb.write_requests(
+        samples.labels, samples.bounds, fields, offsets.tolist(), batch_samples
+    )
+    for request, count in requests:
         yield bytes(cramjam.snappy.compress_raw(request)), count
-
-
-def _requests(
-    samples: Samples, batch_samples: int
-) -> Iterator[tuple[list[tuple[bytes, int, int]], int]]:
-    """Each request's series as (labels' bytes, first sample, past-the-last sample)."""
-    cache = prompb.LabelCache()
-    request: list[tuple[bytes, int, int]] = []
-    count = 0
-    for i, labels in enumerate(samples.labels):
-        lo, hi = samples.bounds[i], samples.bounds[i + 1]
-        encoded = cache.series_labels(labels) if hi > lo else b""
-        while lo < hi:
-            take = min(hi - lo, batch_samples - count)
-            request.append((encoded, lo, lo + take))
-            lo, count = lo + take, count + take
-            if count == batch_samples:
-                yield request, count
-                request, count = [], 0
-    if count:
-        yield request, count
 
 
 class RemoteWriteWriter:
