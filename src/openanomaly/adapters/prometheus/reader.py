@@ -198,13 +198,12 @@ def _too_big(exc: QueryError) -> bool:
     return any(phrase in str(exc).lower() for phrase in _TOO_BIG)
 
 
-def stitch(results: Sequence[Result], grid: IntArray) -> SeriesBatch:
-    """Place the series of several ``query_range`` results on ``grid``, one row per series key.
-
-    The grid is cut to begin at the first of its timestamps that holds data, so memory follows
-    the data that exists. A series may be absent from some chunks (it started or stopped
-    mid-range): its row is NaN there. Points off the grid are ignored.
-    """
+def _rows(results: Sequence[Result]) -> tuple[list[dict[str, str]], list[IntArray]]:
+    """The label sets of ``results`` without repeats, and the row of each of their points."""
+    if len(results) == 1:  # a query's answer never holds a label set twice: no key needed
+        (body,) = results
+        ids = np.arange(len(body.metrics), dtype=np.int64)
+        return body.metrics, [np.repeat(ids, np.diff(body.bounds))]
     rows: dict[bytes, int] = {}
     labels: list[dict[str, str]] = []
     row_ids: list[IntArray] = []
@@ -217,6 +216,17 @@ def stitch(results: Sequence[Result], grid: IntArray) -> SeriesBatch:
             if row == len(labels):
                 labels.append(metric)
         row_ids.append(np.repeat(ids, np.diff(body.bounds)))
+    return labels, row_ids
+
+
+def stitch(results: Sequence[Result], grid: IntArray) -> SeriesBatch:
+    """Place the series of several ``query_range`` results on ``grid``, one row per series key.
+
+    The grid is cut to begin at the first of its timestamps that holds data, so memory follows
+    the data that exists. A series may be absent from some chunks (it started or stopped
+    mid-range): its row is NaN there. Points off the grid are ignored.
+    """
+    labels, row_ids = _rows(results)
     t = np.concatenate([np.empty(0, np.int64), *(body.timestamps for body in results)])
     idx = np.searchsorted(grid, t)
     ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == t)
