@@ -91,3 +91,12 @@ def test_mask_url() -> None:
     assert mask_url("postgresql://oa:pw@db:5432/x") == "postgresql://oa:***@db:5432/x"
     assert mask_url("redis://:pw@r:6379/0") == "redis://:***@r:6379/0"
     assert mask_url("sqlite:///oa.db") == "sqlite:///oa.db"
+
+
+def test_max_series_defaults_to_200k_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().tsdb.max_series == 200_000
+    monkeypatch.setenv("OA_TSDB__MAX_SERIES", "0")
+    with pytest.raises(ConfigError, match=r"tsdb.max_series \(OA_TSDB__MAX_SERIES\)"):
+        load_settings()
+    monkeypatch.setenv("OA_TSDB__MAX_SERIES", "1000000")
+    assert load_settings().tsdb.max_series == 1_000_000
