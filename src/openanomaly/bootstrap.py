@@ -207,6 +207,7 @@ def _tsdb(settings: Settings, opened: ExitStack) -> tuple[MetricsReader, Metrics
         parallelism=t.read_parallelism,
         max_retries=t.read_retries,
         backoff=t.read_backoff,
+        max_series=t.max_series,
     )
     writer = RemoteWriteWriter(
         t.remote_write_url,

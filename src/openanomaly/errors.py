@@ -12,6 +12,7 @@ the few defined next to the adapter or engine that raises them say where.
     │   └── StoreUnavailable    the database cannot be reached or opened (down, refused, locked)
     ├── TsdbError               talking to the TSDB failed
     │   ├── QueryError          the TSDB refused the query (bad PromQL...): its own message
+    │   │   └── TooManySeries   the answer holds more series than tsdb.max_series
     │   ├── TsdbUnavailable     connection refused, timeout, 5xx/429 after retries
     │   └── WriteRejected       remote write refused with a 4xx (not retried)
     ├── NoData                  the query returned no series in the range
@@ -75,6 +76,19 @@ class TsdbError(OpenAnomalyError):
 
 class QueryError(TsdbError):
     """The TSDB understood the request and refused it; ``str()`` is the TSDB's own message."""
+
+
+class TooManySeries(QueryError):
+    """A query answered with more series than ``tsdb.max_series`` allows; refused before its
+    arrays are built. The reader adds the query to the message."""
+
+    def __init__(self, count: int, limit: int, *, query: str | None = None) -> None:
+        self.count, self.limit, self.query = count, limit, query
+        tail = f" (query: {query})" if query is not None else ""
+        super().__init__(
+            f"the query returned {count:,} series, more than tsdb.max_series={limit:,} "
+            f"(OA_TSDB__MAX_SERIES): narrow the query, or raise the limit if memory allows{tail}"
+        )
 
 
 class TsdbUnavailable(TsdbError):

@@ -97,6 +97,9 @@ class TsdbSettings(_Section):
     max_points: int = Field(11_000, ge=2)
     read_parallelism: int = Field(4, ge=1)
     write_batch_samples: int = Field(50_000, ge=1)
+    # More series in one answer are refused before their arrays are built (~100 bytes of
+    # memory per series and point); the cluster will shard larger pipelines.
+    max_series: int = Field(200_000, ge=1)
     read_retries: int = Field(2, ge=0)
     read_backoff: float = Field(0.25, ge=0)
     write_retries: int = Field(5, ge=0)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from openanomaly.adapters.prometheus.reader import PrometheusReader, aligned_grid
-from openanomaly.errors import QueryError, TsdbUnavailable
+from openanomaly.errors import QueryError, TooManySeries, TsdbUnavailable
 from openanomaly.ports import MetricsReader
 
 URL = "http://tsdb.test"
@@ -235,3 +235,105 @@ def test_bad_settings_are_refused() -> None:
         PrometheusReader(URL, max_points=1)
     with pytest.raises(ValueError, match="step"):
         reader(FakePrometheus()).query_range("x", 0, 60, 0)
+
+
+def test_the_grid_begins_at_the_first_timestamp_with_data() -> None:
+    tsdb = FakePrometheus(
+        ({"s": "a"}, lambda t: "1" if t >= 6_000 else None),
+        ({"s": "b"}, lambda t: "2" if 6_600 <= t < 7_000 else None),
+    )
+    batch = reader(tsdb).query_range("x", 0, 7_200, 60)  # 2 hours asked, the last 20 min hold data
+
+    assert batch.timestamps.tolist() == list(range(6_000, 7_201, 60))
+    assert batch.values.shape == (2, 21)
+    by_key = dict(zip(batch.keys, batch.values, strict=True))
+    assert np.all(by_key['{s="a"}'] == 1)
+    assert np.isnan(by_key['{s="b"}'][:10]).all() and np.all(by_key['{s="b"}'][10:17] == 2)
+
+
+def test_the_first_timestamp_with_data_counts_across_chunks() -> None:
+    tsdb = FakePrometheus(
+        ({"s": "late"}, lambda t: "1" if t >= 2_000 else None),
+        ({"s": "early"}, lambda t: "2" if 1_000 <= t < 1_100 else None),
+    )
+    batch = reader(tsdb, max_points=500).query_range("x", 0, 3_000, 1)
+    assert batch.timestamps[0] == 1_000 and batch.timestamps[-1] == 3_000
+
+
+def test_no_point_at_all_gives_an_empty_grid() -> None:
+    batch = reader(FakePrometheus()).query_range("x", 0, 600, 60)
+    assert len(batch) == 0 and batch.timestamps.size == 0
+
+
+def many(n: int) -> FakePrometheus:
+    return FakePrometheus(*(({"i": str(i)}, str) for i in range(n)))
+
+
+def test_more_series_than_the_limit_are_refused_naming_count_setting_and_query() -> None:
+    with pytest.raises(TooManySeries) as caught:
+        reader(many(5), max_series=4).query_range("sum by (i) (x)", 0, 600, 60)
+    message = str(caught.value)
+    assert "5 series" in message and "tsdb.max_series=4" in message
+    assert "OA_TSDB__MAX_SERIES" in message and "sum by (i) (x)" in message
+    assert (caught.value.count, caught.value.limit) == (5, 4)
+    assert len(reader(many(4), max_series=4).query_range("x", 0, 600, 60)) == 4
+
+
+def test_the_limit_is_checked_before_the_values_are_parsed() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:  # values no parser would accept
+        item = b'{"metric":{},"values":[[1,"not a number"]]}'
+        return httpx.Response(
+            200,
+            content=b'{"status":"success","data":{"resultType":"matrix",'
+            b'"result":[' + b",".join([item] * 3) + b"]}}",
+        )
+
+    with pytest.raises(TooManySeries):
+        reader(handler, max_series=2).query_range("x", 0, 60, 60)
+    with pytest.raises(QueryError, match="did not answer like a Prometheus API"):
+        reader(handler, max_series=3).query_range("x", 0, 60, 60)
+
+
+def test_the_limit_holds_for_the_union_of_chunks() -> None:
+    tsdb = FakePrometheus(
+        ({"s": "early"}, lambda t: "1" if t < 100 else None),
+        ({"s": "late"}, lambda t: "1" if t >= 900 else None),
+    )
+    with pytest.raises(TooManySeries):
+        reader(tsdb, max_points=500, max_series=1).query_range("x", 0, 999, 1)
+
+
+class SizingTsdb(FakePrometheus):
+    """Refuses a range query of more than ``budget`` nominal points, as VictoriaMetrics does."""
+
+    def __init__(self, *series: Series, budget: int) -> None:
+        super().__init__(*series)
+        self.budget = budget
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        points = (int(form["end"]) - int(form["start"])) // int(form["step"]) + 1
+        if points * len(self.series) > self.budget:
+            self.forms.append(form)
+            text = f"cannot execute query: not enough memory for processing {points} points"
+            return error(422, "execution", text)
+        return super().__call__(request)
+
+
+def test_a_chunk_refused_as_too_big_is_asked_in_halves() -> None:
+    series = (({"s": "a"}, lambda t: str(t % 5)), ({"s": "b"}, lambda t: "3"))
+    whole = reader(FakePrometheus(*series)).query_range("x", 0, 999, 1)
+    tsdb = SizingTsdb(*series, budget=600)
+    halved = reader(tsdb).query_range("x", 0, 999, 1)
+
+    assert halved.keys == whole.keys
+    np.testing.assert_array_equal(halved.values, whole.values)
+    asked = [(int(f["start"]), int(f["end"])) for f in tsdb.forms]
+    assert asked[0] == (0, 999) and (0, 249) in asked and len(asked) == 7
+
+
+def test_a_single_step_refused_as_too_big_stays_refused() -> None:
+    tsdb = SizingTsdb(({"s": "a"}, str), budget=0)
+    with pytest.raises(QueryError, match="not enough memory"):
+        reader(tsdb).query_range("x", 0, 0, 1)  # one step cannot be halved
+    assert len(tsdb.forms) == 1

@@ -172,3 +172,12 @@ def test_tsdb_settings_are_immutable() -> None:
     cfg = TsdbSettings(url="http://p")
     with pytest.raises(ValidationError):
         cfg.url = "http://q"  # type: ignore[misc]
+
+
+def test_max_series_defaults_to_200k_and_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().tsdb.max_series == 200_000
+    monkeypatch.setenv("OA_TSDB__MAX_SERIES", "0")
+    with pytest.raises(ConfigError, match=r"tsdb.max_series \(OA_TSDB__MAX_SERIES\)"):
+        load_settings()
+    monkeypatch.setenv("OA_TSDB__MAX_SERIES", "1000000")
+    assert load_settings().tsdb.max_series == 1_000_000

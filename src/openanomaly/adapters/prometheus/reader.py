@@ -8,14 +8,14 @@ Prometheus), fetched in parallel and stitched back together by series key.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
 import orjson
 
-from openanomaly.adapters.prometheus.decode import RangeSeries, decode_matrix
+from openanomaly.adapters.prometheus.decode import MatrixBody, decode_matrix
 from openanomaly.adapters.prometheus.http import (
     ClientOwner,
     call_with_retries,
@@ -23,13 +23,13 @@ from openanomaly.adapters.prometheus.http import (
     response_message,
     unreachable,
 )
-from openanomaly.domain.series import FloatArray, IntArray, SeriesBatch, series_key
-from openanomaly.errors import QueryError, TsdbUnavailable
+from openanomaly.domain.series import IntArray, SeriesBatch
+from openanomaly.errors import QueryError, TooManySeries, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
 
-Result = list[RangeSeries]
-"""The ``data.result`` list of a matrix response: ``{"metric": {...}, "values": [[t, "v"]]}``."""
+Result = MatrixBody
+"""One decoded ``query_range`` answer (a matrix)."""
 
 
 def aligned_grid(start: int, end: int, step: int) -> IntArray:
@@ -55,6 +55,8 @@ class PrometheusReader(ClientOwner):
         parallelism: chunks of a long range fetched at once.
         max_retries: retries of a chunk after a 5xx, a 429 or a connection error.
         backoff: first retry delay in seconds, doubled at each retry.
+        max_series: most series one query may return (``tsdb.max_series``); more is refused
+            while the answer is decoded, before any array is built. None: no limit.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class PrometheusReader(ClientOwner):
         parallelism: int = 4,
         max_retries: int = 2,
         backoff: float = 0.25,
+        max_series: int | None = None,
     ) -> None:
         if max_points < 2:
             raise ValueError(f"max_points must be >= 2, got {max_points}")
@@ -73,17 +76,24 @@ class PrometheusReader(ClientOwner):
             raise ValueError(f"parallelism must be >= 1, got {parallelism}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if max_series is not None and max_series < 1:
+            raise ValueError(f"max_series must be >= 1, got {max_series}")
         self.endpoint = url.rstrip("/") + "/api/v1/query_range"
         super().__init__(client)
         self._max_points = max_points
         self._parallelism = parallelism
         self._attempts = max_retries + 1
         self._backoff = backoff
+        self._max_series = max_series
 
     def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
         """Every series of ``query`` on the multiples of ``step`` in ``[start, end]``.
 
+        The grid begins at the first timestamp with data, not at ``start``: a 7-day window over
+        2 hours of data is a matrix of 2 hours.
+
         Raises:
+            TooManySeries: the answer holds more than ``max_series`` series.
             QueryError: the TSDB refused the query; the message is its own, plus the query.
             TsdbUnavailable: connection error, timeout, or 5xx/429 after retries.
         """
@@ -91,29 +101,46 @@ class PrometheusReader(ClientOwner):
         if grid.size == 0:
             return SeriesBatch.empty()
         chunks = [grid[i : i + self._max_points] for i in range(0, grid.size, self._max_points)]
-        return stitch(self._fetch_all(query, chunks, step), grid)
+        batch = stitch(self._fetch_all(query, chunks, step), grid)
+        if self._max_series is not None and len(batch) > self._max_series:  # chunks differ
+            raise TooManySeries(len(batch), self._max_series, query=query)
+        return batch
 
     def _fetch_all(self, query: str, chunks: Sequence[IntArray], step: int) -> list[Result]:
         if len(chunks) == 1:
-            return [self._fetch(query, chunks[0], step)]
+            return self._fetch(query, chunks[0], step)
         workers = min(self._parallelism, len(chunks))
         with ThreadPoolExecutor(workers, thread_name_prefix="promread") as pool:
             futures = [pool.submit(self._fetch, query, chunk, step) for chunk in chunks]
             try:
-                return [f.result() for f in futures]
+                return [result for f in futures for result in f.result()]
             except BaseException:
                 for f in futures:  # one failed chunk fails the read: skip the rest
                     f.cancel()
                 raise
 
-    def _fetch(self, query: str, chunk: IntArray, step: int) -> Result:
+    def _fetch(self, query: str, chunk: IntArray, step: int) -> list[Result]:
+        """The answers for ``chunk``: one, or more when the TSDB refuses the chunk as too big.
+
+        A TSDB sizes a range query by its nominal points (VictoriaMetrics refuses 20,000
+        series x 7 days at 1m, 3.2 GB, even when only 2 hours hold data): halves are asked
+        instead, down to what it accepts."""
         form = {"query": query, "start": str(chunk[0]), "end": str(chunk[-1]), "step": str(step)}
-        return call_with_retries(
-            lambda: self._post(form),
-            attempts=self._attempts,
-            backoff=self._backoff,
-            what=f"query_range {self.endpoint}",
-        )
+        try:
+            return [
+                call_with_retries(
+                    lambda: self._post(form),
+                    attempts=self._attempts,
+                    backoff=self._backoff,
+                    what=f"query_range {self.endpoint}",
+                )
+            ]
+        except QueryError as exc:
+            if chunk.size < 2 or isinstance(exc, TooManySeries) or not _too_big(exc):
+                raise
+        half = chunk.size // 2
+        logger.info("TSDB refused %d steps of %r as too big: asking halves", chunk.size, query)
+        return self._fetch(query, chunk[:half], step) + self._fetch(query, chunk[half:], step)
 
     def _post(self, form: dict[str, str]) -> Result:
         # POST with a form body, as Grafana does: a long PromQL query does not fit in a URL.
@@ -137,7 +164,9 @@ class PrometheusReader(ClientOwner):
 
     def _matrix(self, response: httpx.Response, query: str) -> Result:
         try:
-            body = decode_matrix(response.content)
+            body = decode_matrix(response.content, max_series=self._max_series)
+        except TooManySeries as exc:
+            raise TooManySeries(exc.count, exc.limit, query=query) from None
         except (orjson.JSONDecodeError, ValueError):
             raise QueryError(
                 f"{self.endpoint} did not answer like a Prometheus API (query: {query})",
@@ -151,32 +180,54 @@ class PrometheusReader(ClientOwner):
             )
         for warning in body.warnings:
             logger.warning("TSDB warning for %r: %s", query, warning)
-        return body.series
+        return body
 
 
-def stitch(results: Iterable[Result], grid: IntArray) -> SeriesBatch:
-    """Place the series of several ``query_range`` results on ``grid``, one row per series key.
+_TOO_BIG = (
+    "not enough memory",  # VictoriaMetrics, sizing the query's nominal points
+    "too many samples",  # Prometheus: query.max-samples
+)
 
-    A series may be absent from some chunks (it started or stopped mid-range): its row is NaN
-    there. Points off the grid are ignored.
-    """
-    rows: dict[str, int] = {}
+
+def _too_big(exc: QueryError) -> bool:
+    return any(phrase in str(exc).lower() for phrase in _TOO_BIG)
+
+
+def _rows(results: Sequence[Result]) -> tuple[list[dict[str, str]], list[IntArray]]:
+    """The label sets of ``results`` without repeats, and the row of each of their points."""
+    if len(results) == 1:  # a query's answer never holds a label set twice: no key needed
+        (body,) = results
+        ids = np.arange(len(body.metrics), dtype=np.int64)
+        return body.metrics, [np.repeat(ids, np.diff(body.bounds))]
+    rows: dict[bytes, int] = {}
     labels: list[dict[str, str]] = []
     row_ids: list[IntArray] = []
-    ts: list[IntArray] = []
-    vals: list[FloatArray] = []
-    for result in results:
-        for item in result:
-            row = rows.setdefault(series_key(item.metric), len(rows))
+    for body in results:
+        ids = np.empty(len(body.metrics), dtype=np.int64)
+        for i, metric in enumerate(body.metrics):
+            # Sorted-key JSON identifies a label set as series_key does, in C.
+            key = orjson.dumps(metric, option=orjson.OPT_SORT_KEYS)
+            row = ids[i] = rows.setdefault(key, len(rows))
             if row == len(labels):
-                labels.append(item.metric)
-            row_ids.append(np.full(item.timestamps.size, row, dtype=np.int64))
-            ts.append(item.timestamps)
-            vals.append(item.values)
-    matrix = np.full((len(labels), grid.size), np.nan)
-    if ts:
-        t = np.concatenate(ts)
-        idx = np.searchsorted(grid, t)
-        ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == t)
-        matrix[np.concatenate(row_ids)[ok], idx[ok]] = np.concatenate(vals)[ok]
-    return SeriesBatch(tuple(labels), grid, matrix)
+                labels.append(metric)
+        row_ids.append(np.repeat(ids, np.diff(body.bounds)))
+    return labels, row_ids
+
+
+def stitch(results: Sequence[Result], grid: IntArray) -> SeriesBatch:
+    """Place the series of several ``query_range`` results on ``grid``, one row per series key.
+
+    The grid is cut to begin at the first of its timestamps that holds data, so memory follows
+    the data that exists. A series may be absent from some chunks (it started or stopped
+    mid-range): its row is NaN there. Points off the grid are ignored.
+    """
+    labels, row_ids = _rows(results)
+    t = np.concatenate([np.empty(0, np.int64), *(body.timestamps for body in results)])
+    idx = np.searchsorted(grid, t)
+    ok = (idx < grid.size) & (grid[np.minimum(idx, grid.size - 1)] == t)
+    first = int(idx[ok].min()) if ok.any() else grid.size
+    matrix = np.full((len(labels), grid.size - first), np.nan)
+    if ok.any():
+        row = np.concatenate(row_ids)[ok]
+        matrix[row, idx[ok] - first] = np.concatenate([body.values for body in results])[ok]
+    return SeriesBatch(tuple(labels), grid[first:], matrix)

@@ -1,10 +1,7 @@
 """Write series by Prometheus remote write 1.0 (protobuf ``WriteRequest``, snappy block format).
 
-The protobuf message classes are built at run time from a ``FileDescriptorProto`` written in
-code (the four messages of Prometheus' ``prompb`` that remote write 1.0 needs), so there is no
-protoc step and no generated code to keep in sync. Field numbers are those of ``prompb``; the
-message names live in a private package and a private pool so that they cannot clash with any
-other copy of ``prompb`` loaded in the same process.
+The ``WriteRequest`` bytes are laid out by ``prompb`` (numpy over all samples at once, the same
+bytes as the protobuf library's); its message classes decode them in the tests.
 """
 
 from __future__ import annotations
@@ -14,13 +11,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import get_args
 
 import cramjam
 import httpx
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from openanomaly.adapters.prometheus import prompb
 from openanomaly.adapters.prometheus.http import (
     ClientOwner,
     call_with_retries,
@@ -44,38 +41,7 @@ HEADERS = {
     "X-Prometheus-Remote-Write-Version": "0.1.0",
 }
 
-_PACKAGE = "openanomaly.prompb"
-
-
-@functools.cache
-def write_request_class() -> Any:
-    """The ``WriteRequest`` message class (built once, on first use)."""
-    fdp = descriptor_pb2.FileDescriptorProto(
-        name="openanomaly/prompb.proto", package=_PACKAGE, syntax="proto3"
-    )
-    f = descriptor_pb2.FieldDescriptorProto
-    _message(fdp, "Label", [("name", 1, f.TYPE_STRING, ""), ("value", 2, f.TYPE_STRING, "")])
-    _message(fdp, "Sample", [("value", 1, f.TYPE_DOUBLE, ""), ("timestamp", 2, f.TYPE_INT64, "")])
-    _message(
-        fdp,
-        "TimeSeries",
-        [("labels", 1, f.TYPE_MESSAGE, "Label"), ("samples", 2, f.TYPE_MESSAGE, "Sample")],
-    )
-    _message(fdp, "WriteRequest", [("timeseries", 1, f.TYPE_MESSAGE, "TimeSeries")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.WriteRequest"))
-
-
-def _message(fdp: Any, name: str, fields: list[tuple[str, int, int, str]]) -> None:
-    """Add message ``name`` to ``fdp``; a field with a type name is a repeated message."""
-    msg = fdp.message_type.add(name=name)
-    f = descriptor_pb2.FieldDescriptorProto
-    for field_name, number, kind, type_name in fields:
-        field = msg.field.add(name=field_name, number=number, type=kind)
-        field.label = f.LABEL_REPEATED if type_name else f.LABEL_OPTIONAL
-        if type_name:
-            field.type_name = f".{_PACKAGE}.{type_name}"
+write_request_class = prompb.write_request_class
 
 
 @dataclass(frozen=True)
@@ -139,37 +105,14 @@ def _by_series_and_time(
 def encode(samples: Samples, batch_samples: int) -> Iterator[tuple[bytes, int]]:
     """Snappy-compressed ``WriteRequest`` bodies of at most ``batch_samples`` samples each,
     with their sample counts. A long series is split across bodies, in time order."""
-    for request, count in _requests(samples, batch_samples):
-        yield bytes(cramjam.snappy.compress_raw(request.SerializeToString())), count
-
-
-def _requests(samples: Samples, batch_samples: int) -> Iterator[tuple[Any, int]]:
-    write_request = write_request_class()
-    request, count = write_request(), 0
-    for i, labels in enumerate(samples.labels):
-        lo, hi = samples.bounds[i], samples.bounds[i + 1]
-        while lo < hi:
-            take = min(hi - lo, batch_samples - count)
-            _add_series(
-                request, labels, samples.ts_ms[lo : lo + take], samples.values[lo : lo + take]
-            )
-            lo, count = lo + take, count + take
-            if count == batch_samples:
-                yield request, count
-                request, count = write_request(), 0
-    if count:
-        yield request, count
-
-
-def _add_series(
-    request: Any, labels: dict[str, str], ts_ms: list[int], values: list[float]
-) -> None:
-    series = request.timeseries.add()
-    for name in sorted(labels):  # remote write 1.0 requires labels sorted by name
-        if value := labels[name]:  # PromQL treats an empty value as no label: send none
-            series.labels.add(name=name, value=value)
-    for t, v in zip(ts_ms, values, strict=True):
-        series.samples.add(value=v, timestamp=t)
+    fields, offsets = prompb.sample_fields(
+        np.asarray(samples.ts_ms, dtype=np.int64), np.asarray(samples.values, dtype=np.float64)
+    )
+    requests = prompb.write_requests(
+        samples.labels, samples.bounds, fields, offsets.tolist(), batch_samples
+    )
+    for request, count in requests:
+        yield bytes(cramjam.snappy.compress_raw(request)), count
 
 
 class RemoteWriteWriter(ClientOwner):

@@ -88,6 +88,8 @@ def choose_season(
     valid = np.count_nonzero(~np.isnan(x), axis=1)
     err = heldout_error(x, tick, candidates[0], 0, adapt)
     for k, slots in enumerate(candidates[1:], start=1):
+        if not np.any(valid >= MIN_CYCLES * slots):
+            break  # no row has the data (ascending: nor for the next): skip the slot grids
         sm = default_smooth(slots) if smooth is None else smooth
         e = heldout_error(x, tick, slots, sm, adapt)
         better = (valid >= MIN_CYCLES * slots) & (e < MARGIN * err)
