@@ -25,6 +25,7 @@ from openanomaly.services.cache import ModelCache
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
+from openanomaly.services.validation import PipelineValidator, ValidatingPipelineStore
 from openanomaly.settings import Settings, load_settings
 
 
@@ -81,6 +82,10 @@ def bootstrap(
         from openanomaly.engines import DefaultEngineFactory
 
         engines = DefaultEngineFactory()
+    # Every write of a pipeline (API, CLI) is checked against the engines installed here.
+    pipelines = ValidatingPipelineStore(
+        pipelines, PipelineValidator(engines, max_steps=settings.max_range_steps)
+    )
     service = Service(
         pipelines=pipelines,
         registry=registry,
@@ -105,7 +110,9 @@ def bootstrap(
     if dispatcher is None:
         from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
-        dispatcher = ThreadPoolDispatcher(service.run_logged, workers=settings.workers)
+        dispatcher = ThreadPoolDispatcher(
+            service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
+        )
     return Container(settings, service, dispatcher, reader, writer)
 
 

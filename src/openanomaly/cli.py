@@ -15,9 +15,12 @@ from rich.table import Table
 
 from openanomaly.bootstrap import Container, bootstrap
 from openanomaly.domain.records import InferWindow
+from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.services.inferencer import InferResult
+from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
+from openanomaly.settings import load_settings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -43,6 +46,20 @@ def _container() -> Container:
     return c
 
 
+def _validator(c: Container | None = None) -> PipelineValidator:
+    """The checks past the schema, against the engines installed here (no store is opened)."""
+    from openanomaly.engines import DefaultEngineFactory
+
+    engines = c.service.engines if c is not None else DefaultEngineFactory()
+    settings = c.settings if c is not None else load_settings()
+    return PipelineValidator(engines, max_steps=settings.max_range_steps)
+
+
+def _check_range(c: Container, pipeline: str, start: int, end: int) -> None:
+    step = c.service.pipelines.get(pipeline).step
+    check_range(start, end, step, limit=c.settings.max_range_steps)
+
+
 def _time(text: str) -> int:
     try:
         return parse_time(text)
@@ -55,7 +72,7 @@ def validate(file: Path) -> None:
     """Check a pipelines file; print every error with its line and path."""
     from openanomaly.adapters.config.yaml_file import validate_file
 
-    problems = validate_file(file)
+    problems = validate_file(file, check=_validator())
     for p in problems:
         err.print(p, markup=False, highlight=False, soft_wrap=True)
     if problems:
@@ -92,6 +109,7 @@ def infer(
         spec = c.service.pipelines.get(pipeline)
         to = _time(end) if end else int(c.service.clock())
         window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
+        _check_range(c, pipeline, window.start, window.end)
     result = c.service.run(window)
     assert isinstance(result, InferResult)
     out.print(
@@ -111,6 +129,7 @@ def backtest(
 ) -> None:
     """Replay a range in production-sized steps and print what would have been flagged."""
     c = _container()
+    _check_range(c, pipeline, _time(start), _time(end))
     with Progress(
         TextColumn("backtest {task.description}"),
         BarColumn(),
@@ -158,7 +177,7 @@ def run(
 
     c = _container()
     if pipelines is not None:
-        _apply(c, pipelines)
+        _apply_valid(c, pipelines)
     run_service(c)
 
 
@@ -198,22 +217,26 @@ def serve_model(
 @app.command()
 def settings() -> None:
     """Show the effective settings (secrets masked)."""
-    out.print_json(json.dumps(bootstrap().settings.describe()))
+    out.print_json(json.dumps(load_settings().describe()))
 
 
 @pipelines_app.command("list")
 def pipelines_list() -> None:
+    """The stored pipelines, each with its status (ok, or broken and why)."""
     c = _container()
+    validator = _validator(c)
     table = Table()
-    for col in ("id", "enabled", "model", "step", "query"):
+    for col in ("id", "enabled", "model", "step", "query", "status"):
         table.add_column(col)
     for p in c.service.pipelines.list():
+        status = pipeline_status(p, validator, c.service.health.reason(p.id))
         table.add_row(
             p.id,
             str(p.enabled),
             f"{p.model.engine}/{p.model.name or 'default'}",
             str(p.step),
-            p.query,
+            shorten(p.query, 80),
+            status.summary(),
         )
     out.print(table)
 
@@ -231,11 +254,31 @@ def pipelines_delete(pipeline: str) -> None:
 
 
 def _apply(c: Container, file: Path) -> None:
+    """All or nothing: a file with any problem is refused, every problem listed."""
     from openanomaly.adapters.config.yaml_file import load_pipeline_file
 
-    for p in load_pipeline_file(file):
+    for p in load_pipeline_file(file, check=_validator(c)):
         c.service.pipelines.put(p)
         out.print(f"applied {p.id}")
+
+
+def _apply_valid(c: Container, file: Path) -> None:
+    """For ``run``: apply the pipelines that can run, log the others, never fail to start."""
+    from openanomaly.adapters.config.yaml_file import load_pipeline_file
+
+    log = logging.getLogger(__name__)
+    try:
+        pipelines = load_pipeline_file(file)
+    except OpenAnomalyError as exc:
+        log.error("%s not applied, serving the stored pipelines:\n%s", file, exc)
+        return
+    for p in pipelines:
+        try:
+            c.service.pipelines.put(p)
+        except OpenAnomalyError as exc:
+            log.error("pipeline %s not applied: %s", p.id, exc)
+        else:
+            log.info("applied %s", p.id)
 
 
 def main() -> None:

@@ -60,6 +60,11 @@ class EngineFactory(Protocol):
         """A model that needs no training, for series that appeared after the last fit."""
         ...
 
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        """Check ``spec`` without fitting: raises UnknownModel (engine or model name),
+        EngineNotInstalled (naming the extra) or EngineError (a bad parameter)."""
+        ...
+
 
 class PipelineStore(Protocol):
     def list(self) -> list[Pipeline]: ...
@@ -119,7 +124,8 @@ class JobDispatcher(Protocol):
     def submit(self, job: Job) -> None: ...
 
     def close(self) -> None:
-        """Finish what was submitted and release workers."""
+        """Take no new job and release workers; what is queued may be left to the checkpoint,
+        what is running is given a grace period to finish."""
         ...
 
 
@@ -134,3 +140,7 @@ class Scheduler(Protocol):
 
 
 Clock = Callable[[], float]
+
+PipelineCheck = Callable[[Pipeline], list[tuple[tuple[str, ...], str]]]
+"""What is wrong with a pipeline beyond its schema, as (field path, message) pairs, e.g.
+``(("model", "params"), "unknown parameter 'foo'")``; empty when it can run."""

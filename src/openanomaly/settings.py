@@ -8,7 +8,6 @@ URLs with a password are shown through :func:`mask_url`.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,14 +21,10 @@ from pydantic_settings import (
 )
 
 from openanomaly.adapters.prometheus.http import TsdbHttpConfig
+from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError
 
 Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
-
-
-def mask_url(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 class _Section(BaseModel):
@@ -50,6 +45,8 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token: SecretStr | None = None
+    # Bodies are counted as they arrive: a larger one is refused (413) before it is read whole.
+    max_body_bytes: int = Field(1 << 20, ge=1024)
 
 
 class Settings(BaseSettings):
@@ -72,6 +69,11 @@ class Settings(BaseSettings):
     workers: int = Field(4, ge=1, le=256)
     scheduler: Literal["apscheduler"] = "apscheduler"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # On SIGTERM: queued windows are left to the checkpoint; the one running gets this long.
+    shutdown_grace: float = Field(25.0, ge=0, le=3600)
+    # Most steps one read may span (series x steps is what is allocated): a longer range is
+    # refused with a message instead of failing with a MemoryError.
+    max_range_steps: int = Field(500_000, ge=1000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

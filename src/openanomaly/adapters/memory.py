@@ -14,7 +14,7 @@ import numpy as np
 from openanomaly.domain.records import Job, ModelVersion, OutputSeries
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
-from openanomaly.errors import NotFound
+from openanomaly.errors import EngineError, NotFound
 
 
 class MemoryMetrics:
@@ -202,10 +202,17 @@ class MemoryEngineFactory:
     def __init__(self) -> None:
         self.created = 0
         self.loaded = 0
+        self.refused: dict[str, EngineError] = {}
+        """Engine name -> the error ``validate`` and ``create`` raise for it."""
 
     def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
+        self.validate(spec, step=step)
         self.created += 1
         return MeanEngine()
+
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        if spec.engine in self.refused:
+            raise self.refused[spec.engine]
 
     def load(self, spec: ModelSpec, data: bytes, *, step: int) -> MeanEngine:
         self.loaded += 1

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 from openanomaly.domain.spec import ModelSpec
-from openanomaly.errors import UnknownModel
+from openanomaly.errors import EngineError, UnknownModel
 from openanomaly.ports import ModelEngine
 
 ENGINES: dict[str, str] = {
@@ -63,6 +63,14 @@ class DefaultEngineFactory:
     def load(self, spec: ModelSpec, data: bytes, *, step: int) -> ModelEngine:
         """The engine saved as ``data`` (by ``dumps``) for a pipeline whose model is ``spec``."""
         return engine_module(spec.engine).loads(data, step=step)
+
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        """Create ``spec``'s engine unfitted, which runs its name and parameter checks; a
+        constructor's own TypeError/ValueError is reported as the EngineError it means."""
+        try:
+            self.create(spec, step=step)
+        except (TypeError, ValueError) as exc:
+            raise EngineError(str(exc)) from None
 
     def cold_start(self, *, step: int) -> ModelEngine:
         """The built-in profile without a fitted state: median and MAD of each context."""

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
 from openanomaly.domain.grid import align
@@ -25,6 +25,7 @@ from openanomaly.ports import (
     PipelineStore,
 )
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
+from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer, InferResult
 from openanomaly.services.trainer import Trainer
 
@@ -42,6 +43,7 @@ class Service:
     inferencer: Inferencer
     metrics: ServiceMetrics
     clock: Clock = time.time
+    health: PipelineHealth = field(default_factory=PipelineHealth)
 
     def __post_init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
@@ -58,10 +60,12 @@ class Service:
                 else:
                     result = self.inferencer.infer(pipeline, job.start, job.end)
                     self.metrics.observe_infer(result)
-        except Exception:
+        except Exception as exc:
             self.metrics.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
+            self.health.failed(job.pipeline_id, job.kind, exc)
             raise
         self.metrics.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
+        self.health.succeeded(job.pipeline_id)
         return result
 
     def run_logged(self, job: Job) -> None:

@@ -19,10 +19,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic import ValidationError
-from sqlalchemy.exc import IntegrityError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, ProgrammingError
 
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline
+from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError, NotFound
 from openanomaly.ports import Clock
 
@@ -99,7 +100,7 @@ class SqlStore:
         self, url: str | sa.URL, *, clock: Clock = time.time, busy_timeout: float = 30.0
     ) -> None:
         self._clock = clock
-        self.engine = _create_engine(sa.make_url(url), busy_timeout)
+        self.engine = _create_engine(_parse_url(url), busy_timeout)
         self._schema_lock = threading.Lock()
         self._schema_ready = False
 
@@ -250,7 +251,10 @@ class SqlStore:
 def _create_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:
     if url.get_backend_name() != "sqlite":
         # Reconnect transparently after a database restart instead of failing one request.
-        return sa.create_engine(url, pool_pre_ping=True)
+        try:
+            return sa.create_engine(url, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise _missing_driver(url, exc) from None
     engine = sa.create_engine(url)
     busy_ms = int(busy_timeout * 1000)
 
@@ -289,6 +293,23 @@ def _enable_wal(cursor: Any, *, deadline: float) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+def _parse_url(url: str | sa.URL) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except ArgumentError:
+        shown = mask_url(str(url))
+        raise ConfigError(f"not a database URL: {shown!r}", where="database_url") from None
+
+
+def _missing_driver(url: sa.URL, exc: Exception) -> ConfigError:
+    shown = url.render_as_string(hide_password=True)
+    if url.get_backend_name() == "postgresql":
+        hint = "pip install 'psycopg[binary]' and use a postgresql+psycopg:// URL"
+    else:
+        hint = f"install the driver of {url.drivername!r}"
+    return ConfigError(f"no database driver for {shown} ({exc}): {hint}", where="database_url")
 
 
 def _upsert(

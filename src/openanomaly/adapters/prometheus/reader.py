@@ -19,10 +19,12 @@ from openanomaly.adapters.prometheus.decode import RangeSeries, decode_matrix
 from openanomaly.adapters.prometheus.http import (
     call_with_retries,
     is_retryable,
+    overloaded,
     response_message,
     unreachable,
 )
 from openanomaly.domain.series import FloatArray, IntArray, SeriesBatch, series_key
+from openanomaly.domain.text import shorten
 from openanomaly.errors import QueryError, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
@@ -133,29 +135,29 @@ class PrometheusReader:
     def _refusal(self, response: httpx.Response, query: str) -> QueryError | TsdbUnavailable:
         status, message = response.status_code, response_message(response)
         if is_retryable(status):
-            return TsdbUnavailable(
+            return overloaded(
                 f"TSDB at {self.endpoint} answered HTTP {status}: {message}",
-                url=self.endpoint,
-                status=status,
+                self.endpoint,
+                response,
             )
-        return QueryError(f"{message} (query: {query})", url=self.endpoint, status=status)
+        return QueryError(f"{message} (query: {shorten(query)})", url=self.endpoint, status=status)
 
     def _matrix(self, response: httpx.Response, query: str) -> Result:
         try:
             body = decode_matrix(response.content)
         except (orjson.JSONDecodeError, ValueError):
             raise QueryError(
-                f"{self.endpoint} did not answer like a Prometheus API (query: {query})",
+                f"{self.endpoint} did not answer like a Prometheus API (query: {shorten(query)})",
                 url=self.endpoint,
                 status=response.status_code,
             ) from None
         if body.result_type != "matrix":
             raise QueryError(
-                f"expected a matrix result, got {body.result_type!r} (query: {query})",
+                f"expected a matrix result, got {body.result_type!r} (query: {shorten(query)})",
                 url=self.endpoint,
             )
         for warning in body.warnings:
-            logger.warning("TSDB warning for %r: %s", query, warning)
+            logger.warning("TSDB warning for %r: %s", shorten(query), warning)
         return body.series
 
 

@@ -24,12 +24,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from openanomaly.adapters.prometheus.http import (
     call_with_retries,
     is_retryable,
+    overloaded,
     response_message,
     unreachable,
 )
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import FloatArray, IntArray
-from openanomaly.errors import TsdbUnavailable, WriteRejected
+from openanomaly.errors import WriteRejected
 
 logger = logging.getLogger(__name__)
 
@@ -278,10 +279,10 @@ class RemoteWriteWriter:
             return
         status, message = response.status_code, response_message(response)
         if is_retryable(status):
-            raise TsdbUnavailable(
+            raise overloaded(
                 f"remote write to {self.url} failed with HTTP {status}: {message}",
-                url=self.url,
-                status=status,
+                self.url,
+                response,
             )
         raise WriteRejected(
             f"remote write to {self.url} refused with HTTP {status}: {message}",

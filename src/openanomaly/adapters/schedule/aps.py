@@ -16,6 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobDispatcher
 from openanomaly.services.service import Service, submit_due
 
@@ -33,7 +34,7 @@ class ApsScheduler:
         self._sync_every = sync_every
 
     def start(self) -> None:
-        self.sync(self._service.pipelines.list())
+        self._resync()  # a store that cannot be read yet is retried by the sync job
         self._aps.add_job(
             self._resync,
             IntervalTrigger(seconds=self._sync_every),
@@ -55,11 +56,25 @@ class ApsScheduler:
         for pid, p in wanted.items():
             if self._specs.get(pid) != p:
                 self._remove(pid)
-                self._add(p)
+                self._add_isolated(p)
+
+    def _add_isolated(self, p: Pipeline) -> None:
+        """Schedule ``p``; if that fails (a cron the trigger refuses, an engine that cannot be
+        built), ``p`` is marked broken and left out until its spec changes, and the other
+        pipelines are scheduled as usual."""
+        try:
+            self._add(p)
+        except Exception as exc:
+            self._remove(p.id)
+            self._specs[p.id] = p
+            self._service.health.failed(p.id, "schedule", exc)
+            log.error("pipeline=%s not scheduled: %s", p.id, _describe(exc))
 
     def _resync(self) -> None:
         try:
             self.sync(self._service.pipelines.list())
+        except OpenAnomalyError as exc:
+            log.error("pipeline sync failed, keeping the current schedule: %s", exc)
         except Exception:
             log.exception("pipeline sync failed; keeping the current schedule")
 
@@ -95,8 +110,15 @@ class ApsScheduler:
             if self._service.needs_training(pid):
                 self._train(pid)
             submit_due(self._service, self._dispatcher, pid)
+        except OpenAnomalyError as exc:
+            self._service.health.failed(pid, "tick", exc)
+            log.error("inference tick for pipeline=%s failed: %s", pid, exc)
         except Exception:
             log.exception("inference tick for pipeline=%s failed", pid)
 
     def _train(self, pid: str) -> None:
         self._dispatcher.submit(self._service.train_job(pid))
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, OpenAnomalyError) else f"{type(exc).__name__}: {exc}"

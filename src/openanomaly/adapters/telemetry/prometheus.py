@@ -3,6 +3,8 @@ one, so tests and several services in one process do not collide."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from openanomaly.services.inferencer import InferResult
@@ -42,6 +44,20 @@ class ServiceMetrics:
             ["kind", "pipeline"],
             registry=self.registry,
         )
+
+        self.broken = Gauge(
+            "openanomaly_pipeline_broken",
+            "1 while a pipeline fails in a way a retry does not fix (see its status)",
+            ["pipeline"],
+            registry=self.registry,
+        )
+
+    def set_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+        """One sample per pipeline: 1 for those in ``broken``, 0 for the rest."""
+        self.broken.clear()
+        down = set(broken)
+        for pid in {*pipelines, *down}:
+            self.broken.labels(pid).set(pid in down)
 
     def job_done(self, kind: str, pipeline: str, status: str, seconds: float) -> None:
         self.jobs.labels(kind, pipeline, status).inc()

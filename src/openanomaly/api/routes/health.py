@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from openanomaly.api.deps import ContainerDep
+from openanomaly.errors import OpenAnomalyError
 
 router = APIRouter(tags=["health"])
 
@@ -27,4 +28,10 @@ def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
 
 @router.get("/metrics")
 def metrics(container: ContainerDep) -> Response:
-    return Response(container.service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    service = container.service
+    try:
+        ids = [p.id for p in service.pipelines.list()]
+    except OpenAnomalyError:
+        ids = []  # the store is down: still report the broken ones (and the rest of /metrics)
+    service.metrics.set_broken(ids, service.health.broken())
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
