@@ -53,7 +53,11 @@ class Settings(BaseSettings):
     """Every setting of an OpenAnomaly process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="OA_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="OA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"

@@ -28,28 +28,34 @@ class BodyLimit:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                if seen > self.max_bytes and not started:
+                    # Answer now: the framework may turn the error below into its own 400,
+                    # which ``tracked`` then drops.
+                    refused = True
+                    await self._refuse(send)
                 if seen > self.max_bytes:
                     raise _TooLarge
             return message
 
         async def tracked(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counted, tracked)
         except _TooLarge:
-            if started:
+            if not refused:
                 raise
-            await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(

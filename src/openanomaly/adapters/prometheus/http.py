@@ -84,7 +84,8 @@ class TsdbHttpConfig(BaseModel):
         headers: extra headers sent with every request; values are secret (API keys...).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # A refused value may hold a credential: errors name the field, never echo the input.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: str
     write_url: str | None = None
