@@ -56,8 +56,9 @@ def bootstrap(
 ) -> Container:
     """Build every adapter the settings ask for, unless a test hands one in."""
     settings = settings or load_settings()
+    metrics = ServiceMetrics()
     if reader is None or writer is None:
-        tsdb_reader, tsdb_writer = _tsdb(settings)
+        tsdb_reader, tsdb_writer = _tsdb(settings, metrics)
         reader = reader or tsdb_reader
         writer = writer or tsdb_writer
     if (
@@ -104,7 +105,7 @@ def bootstrap(
             checkpoints=checkpoints,
             cache=ModelCache(),
         ),
-        metrics=ServiceMetrics(),
+        metrics=metrics,
         clock=clock,
     )
     if dispatcher is None:
@@ -116,7 +117,7 @@ def bootstrap(
     return Container(settings, service, dispatcher, reader, writer)
 
 
-def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter]:
+def _tsdb(settings: Settings, metrics: ServiceMetrics) -> tuple[MetricsReader, MetricsWriter]:
     from openanomaly.adapters.prometheus.http import build_client
     from openanomaly.adapters.prometheus.reader import PrometheusReader
     from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
@@ -127,7 +128,11 @@ def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter]:
         t.url, client=client, max_points=t.max_points, parallelism=t.read_parallelism
     )
     writer = RemoteWriteWriter(
-        t.remote_write_url, client=client, flavor=t.flavor, batch_samples=t.write_batch_samples
+        t.remote_write_url,
+        client=client,
+        flavor=t.flavor,
+        batch_samples=t.write_batch_samples,
+        on_drop=metrics.samples_dropped,
     )
     return reader, writer
 

@@ -104,7 +104,9 @@ def test_a_mistyped_url_scheme_does_not_echo_the_credentials(tmp_path: Path) -> 
 # -- the service ---------------------------------------------------------------------------------
 
 
-def start(env: dict[str, str], log: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_service(
+    env: dict[str, str], log: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [str(CLI), "run", *args], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -158,7 +160,7 @@ def test_bad_pipelines_beside_a_good_one_do_not_stop_the_service(
     )
     log = tmp_path / "service.log"
 
-    proc, url = start(env, log, "--pipelines", str(file))
+    proc, url = start_service(env, log, "--pipelines", str(file))
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -248,7 +250,7 @@ def test_sigterm_leaves_the_backlog_to_the_checkpoint(slow_tsdb: SlowTsdb, tmp_p
         OA_SHUTDOWN_GRACE=str(grace),
     )
     log = tmp_path / "service.log"
-    proc, _ = start(env, log, "--pipelines", str(file))
+    proc, _ = start_service(env, log, "--pipelines", str(file))
     deadline = time.monotonic() + 30
     while slow_tsdb.received < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -7,23 +7,15 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from apscheduler.triggers.cron import CronTrigger
 from fastapi.testclient import TestClient
 
 from openanomaly.adapters.config.yaml_file import validate_file
-from openanomaly.adapters.memory import (
-    MemoryArtifactStore,
-    MemoryEngineFactory,
-    MemoryMetrics,
-    MemoryPipelineStore,
-    MemoryRegistry,
-    RecordingDispatcher,
-)
+from openanomaly.adapters.memory import MemoryEngineFactory, MemoryMetrics
 from openanomaly.adapters.schedule.aps import ApsScheduler
 from openanomaly.api.app import create_app
-from openanomaly.bootstrap import Container, bootstrap
+from openanomaly.bootstrap import Container
 from openanomaly.domain.cron import cron_problem
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
@@ -32,8 +24,7 @@ from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import ConfigError, EngineNotInstalled, QueryError
 from openanomaly.services.validation import PipelineValidator, check_range
 from openanomaly.settings import Settings
-
-NOW = 1_800_000_000
+from tests.unit.test_api import NOW, fake_container
 
 
 def problems(**spec: object) -> dict[str, str]:
@@ -154,23 +145,9 @@ def test_long_queries_are_cut_in_messages() -> None:
 
 @pytest.fixture
 def container() -> Container:
-    ts = np.arange(NOW - 7200, NOW + 1, 60)
-    batch = SeriesBatch(({"__name__": "m", "i": "0"},), ts, np.ones((1, ts.size)))
-    metrics, registry = MemoryMetrics({"m": batch}), MemoryRegistry()
     engines = MemoryEngineFactory()
     engines.refused["gone"] = EngineNotInstalled("gone", "gone")
-    return bootstrap(
-        Settings(api={"max_body_bytes": 4096}),
-        reader=metrics,
-        writer=metrics,
-        pipelines=MemoryPipelineStore(),
-        registry=registry,
-        checkpoints=registry,
-        artifacts=MemoryArtifactStore(),
-        engines=engines,
-        dispatcher=RecordingDispatcher(),
-        clock=lambda: NOW,
-    )
+    return fake_container(Settings(api={"max_body_bytes": 4096}), engines=engines)
 
 
 @pytest.fixture
@@ -228,28 +205,13 @@ def test_a_pipeline_failing_at_run_time_is_broken_and_the_others_run(
 
 
 def test_a_query_the_tsdb_refuses_breaks_only_its_pipeline() -> None:
-    ts = np.arange(NOW - 7200, NOW + 1, 60)
-    batch = SeriesBatch(({"__name__": "m"},), ts, np.ones((1, ts.size)))
-
     class Refusing(MemoryMetrics):
         def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
             if query.startswith("sum("):
                 raise QueryError(f"parse error (query: {query})")
             return super().query_range(query, start, end, step)
 
-    tsdb, registry = Refusing({"m": batch}), MemoryRegistry()
-    c = bootstrap(
-        Settings(),
-        reader=tsdb,
-        writer=tsdb,
-        pipelines=MemoryPipelineStore(),
-        registry=registry,
-        checkpoints=registry,
-        artifacts=MemoryArtifactStore(),
-        engines=MemoryEngineFactory(),
-        dispatcher=RecordingDispatcher(),
-        clock=lambda: NOW,
-    )
+    c = fake_container(Settings(), tsdb=Refusing)
     c.service.pipelines.put(Pipeline.model_validate(GOOD))
     c.service.pipelines.put(Pipeline.model_validate({**GOOD, "id": "bad", "query": "sum("}))
 
@@ -257,7 +219,7 @@ def test_a_query_the_tsdb_refuses_breaks_only_its_pipeline() -> None:
     c.service.run_logged(c.service.train_job("good"))
 
     assert c.service.health.broken() == {"bad": "train: parse error (query: sum()"}
-    assert registry.active("good") is not None
+    assert c.service.registry.active("good") is not None
 
 
 def test_the_scheduler_starts_with_a_pipeline_it_cannot_schedule(container: Container) -> None:

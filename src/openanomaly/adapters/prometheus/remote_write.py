@@ -90,6 +90,7 @@ class Samples:
     ts_ms: list[int]
     values: list[float]
     dropped_future: int
+    dropped_nonfinite: int = 0
 
 
 def flatten(series: Sequence[OutputSeries], *, max_ts: int | None = None) -> Samples:
@@ -99,17 +100,19 @@ def flatten(series: Sequence[OutputSeries], *, max_ts: int | None = None) -> Sam
     Vectorized over all series at once: a write of 40,000 one-sample series must not pay for
     40,000 rounds of small numpy calls.
     """
-    sid, ts, vs = _concat(series)
-    keep = np.isfinite(vs)
+    sid, ts, all_vs = _concat(series)
+    keep = np.isfinite(all_vs)
     future = keep & (ts > max_ts) if max_ts is not None else np.zeros_like(keep)
+    nonfinite = int(all_vs.size - keep.sum())
     keep &= ~future
-    sid, ts, vs = _by_series_and_time(sid[keep], ts[keep], vs[keep])
+    sid, ts, vs = _by_series_and_time(sid[keep], ts[keep], all_vs[keep])
     return Samples(
         labels=[s.labels for s in series],
         bounds=np.searchsorted(sid, np.arange(len(series) + 1)).tolist(),
         ts_ms=(ts * 1000).tolist(),
         values=vs.tolist(),
         dropped_future=int(future.sum()),
+        dropped_nonfinite=nonfinite,
     )
 
 
@@ -188,6 +191,8 @@ class RemoteWriteWriter:
         max_retries: retries of a request after a 5xx, a 429 or a connection error.
         backoff: first retry delay in seconds, doubled at each retry.
         clock: current unix time, for the future-sample cut-off.
+        on_drop: told ``(reason, count)`` of the samples not sent: ``non_finite`` (no value:
+            a missing input point) or ``future``; the service counts them in ``/metrics``.
     """
 
     def __init__(
@@ -200,6 +205,7 @@ class RemoteWriteWriter:
         max_retries: int = 5,
         backoff: float = 0.5,
         clock: Callable[[], float] = time.time,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         if batch_samples < 1:
             raise ValueError(f"batch_samples must be >= 1, got {batch_samples}")
@@ -215,6 +221,7 @@ class RemoteWriteWriter:
         self._attempts = max_retries + 1
         self._backoff = backoff
         self._clock = clock
+        self._on_drop = on_drop
 
     def close(self) -> None:
         """Close the HTTP client if this writer created it."""
@@ -240,6 +247,11 @@ class RemoteWriteWriter:
                 FUTURE_TOLERANCE,
                 self.flavor,
             )
+        if samples.dropped_nonfinite:
+            logger.debug("dropped %d non-finite samples", samples.dropped_nonfinite)
+        if self._on_drop is not None:
+            self._on_drop("future", samples.dropped_future)
+            self._on_drop("non_finite", samples.dropped_nonfinite)
         sent = 0
         for body, count in encode(samples, self._batch_samples):
             try:

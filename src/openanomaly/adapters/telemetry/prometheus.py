@@ -45,12 +45,21 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
+        self.dropped = Counter(
+            "openanomaly_samples_dropped",
+            "Output samples not written: non_finite (no input point) or future",
+            ["reason"],
+            registry=self.registry,
+        )
         self.broken = Gauge(
             "openanomaly_pipeline_broken",
             "1 while a pipeline fails in a way a retry does not fix (see its status)",
             ["pipeline"],
             registry=self.registry,
         )
+
+    def samples_dropped(self, reason: str, count: int) -> None:
+        self.dropped.labels(reason).inc(count)
 
     def set_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
         """One sample per pipeline: 1 for those in ``broken``, 0 for the rest."""
