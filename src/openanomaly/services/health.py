@@ -27,6 +27,12 @@ TRANSIENT: tuple[type[OpenAnomalyError], ...] = (
 """Failures that say nothing about the pipeline itself."""
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether ``exc`` says nothing about the pipeline itself (an outage, no data yet, the
+    pipeline deleted meanwhile): retrying later may succeed as it is."""
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, NotFound) and exc.kind == "pipeline")
+
+
 class PipelineHealth:
     """Thread-safe record of the broken pipelines and why."""
 
@@ -34,15 +40,15 @@ class PipelineHealth:
         self._broken: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def failed(self, pipeline_id: str, what: str, exc: BaseException) -> None:
-        """Record that ``what`` (``infer``, ``train``, ``schedule``) failed with ``exc``."""
-        if isinstance(exc, TRANSIENT):
-            return
-        if isinstance(exc, NotFound) and exc.kind == "pipeline":
-            return  # deleted meanwhile: nothing to report
+    def failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        """Record that ``what`` (``infer``, ``train``, ``schedule``) failed with ``exc``;
+        returns whether that broke the pipeline (False for an outage: see ``transient``)."""
+        if transient(exc):
+            return False
         detail = str(exc) if isinstance(exc, OpenAnomalyError) else repr(exc)
         with self._lock:
             self._broken[pipeline_id] = shorten(f"{what}: {detail}", 500)
+        return True
 
     def succeeded(self, pipeline_id: str) -> None:
         with self._lock:

@@ -61,13 +61,14 @@ class ApsScheduler:
     def _add_isolated(self, p: Pipeline) -> None:
         """Schedule ``p``; if that fails (a cron the trigger refuses, an engine that cannot be
         built), ``p`` is marked broken and left out until its spec changes, and the other
-        pipelines are scheduled as usual."""
+        pipelines are scheduled as usual. After an outage (the store down) it is tried again
+        at the next sync."""
         try:
             self._add(p)
         except Exception as exc:
             self._remove(p.id)
-            self._specs[p.id] = p
-            self._service.health.failed(p.id, "schedule", exc)
+            if self._service.health.failed(p.id, "schedule", exc):
+                self._specs[p.id] = p
             log.error("pipeline=%s not scheduled: %s", p.id, _describe(exc))
 
     def _resync(self) -> None:
