@@ -8,7 +8,6 @@ from types import FrameType
 
 import uvicorn
 
-from openanomaly.adapters.schedule.aps import ApsScheduler
 from openanomaly.api.app import create_app
 from openanomaly.bootstrap import Container
 
@@ -17,11 +16,11 @@ log = logging.getLogger(__name__)
 
 def run_service(container: Container) -> None:
     """Serve until SIGINT/SIGTERM, then stop scheduling, drop the queued windows (the checkpoint
-    keeps them) and give the running ones ``shutdown_grace`` seconds to finish."""
+    keeps them), give the running ones ``shutdown_grace`` seconds to finish and close the
+    container."""
     settings = container.settings
-    scheduler = ApsScheduler(container.service, container.dispatcher)
     log.info("starting with settings %s", settings.describe())
-    scheduler.start()
+    container.scheduler.start()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; without a handler
     # of ours that would kill the process before the scheduler and workers are stopped.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -36,7 +35,6 @@ def run_service(container: Container) -> None:
             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         )
     finally:
-        scheduler.stop()
         container.close()
         log.info("stopped")
 

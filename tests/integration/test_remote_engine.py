@@ -141,7 +141,7 @@ def test_a_server_that_is_down_is_a_clear_error() -> None:
 def test_the_serve_model_command(tmp_path: Path) -> None:
     port = free_port()
     command = Path(sys.executable).with_name("openanomaly")
-    env = {**os.environ, "OA_MODEL_TOKEN": TOKEN}
+    env = {**os.environ, "OA_MODEL_SERVER__TOKEN": TOKEN}
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [str(command), "serve-model", "--port", str(port)], stdout=log, stderr=log, env=env

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 
-from openanomaly.adapters.prometheus.http import TsdbHttpConfig, build_client
+from openanomaly.adapters.prometheus.http import build_client
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter, write_request_class
 from openanomaly.domain.records import OutputSeries
@@ -220,17 +220,15 @@ def test_basic_auth_and_tenant_reach_the_server(
 ) -> None:
     required = {"Authorization": basic_auth("oa", "s3cret"), "X-Scope-OrgID": "team-a"}
     proxy = recording_proxy(victoriametrics.url, require=required)
-    cfg = TsdbHttpConfig(url=proxy.url, username="oa", password="s3cret", tenant="team-a")
-    client = build_client(cfg)
-
     labels = {"__name__": "oa_it_auth", "run": run}
-    sent = RemoteWriteWriter(cfg.remote_write_url, client=client, flavor="victoriametrics").write(
-        [OutputSeries(labels, grid, np.full(grid.size, 3.0))]
-    )
-    victoriametrics.flush()
-    batch = PrometheusReader(cfg.url, client=client).query_range(
-        f'oa_it_auth{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
-    )
+    with build_client(username="oa", password="s3cret", tenant="team-a") as client:
+        sent = RemoteWriteWriter(
+            f"{proxy.url}/api/v1/write", client=client, flavor="victoriametrics"
+        ).write([OutputSeries(labels, grid, np.full(grid.size, 3.0))])
+        victoriametrics.flush()
+        batch = PrometheusReader(proxy.url, client=client).query_range(
+            f'oa_it_auth{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
+        )
 
     assert sent == POINTS
     assert batch.values.tolist() == [[3.0] * POINTS]
@@ -247,16 +245,18 @@ def test_missing_or_wrong_credentials_are_refused(
     victoriametrics: TsdbServer, recording_proxy: Proxy, grid: Any
 ) -> None:
     proxy = recording_proxy(victoriametrics.url, require={"Authorization": "Bearer right"})
-    wrong = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="wrong"))
-    with pytest.raises(QueryError, match="unauthorized") as info:
+    with (
+        build_client(bearer_token="wrong") as wrong,
+        pytest.raises(QueryError, match="unauthorized") as info,
+    ):
         PrometheusReader(proxy.url, client=wrong).query_range("up", 0, 600, 60)
     assert info.value.status == 401
-    with pytest.raises(WriteRejected, match="HTTP 401"):
-        RemoteWriteWriter(f"{proxy.url}/api/v1/write", client=httpx.Client()).write(
+    with httpx.Client() as plain, pytest.raises(WriteRejected, match="HTTP 401"):
+        RemoteWriteWriter(f"{proxy.url}/api/v1/write", client=plain).write(
             [OutputSeries({"__name__": "m"}, grid[:1], np.array([1.0]))]
         )
-    right = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="right"))
-    PrometheusReader(proxy.url, client=right).query_range("up", 0, 600, 60)
+    with build_client(bearer_token="right") as right:
+        PrometheusReader(proxy.url, client=right).query_range("up", 0, 600, 60)
     assert proxy.requests[-1].headers["authorization"] == "Bearer right"
     assert "x-scope-orgid" not in proxy.requests[-1].headers
 

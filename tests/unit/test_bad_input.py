@@ -144,10 +144,11 @@ def test_long_queries_are_cut_in_messages() -> None:
 
 
 @pytest.fixture
-def container() -> Container:
+def container() -> Iterator[Container]:
     engines = MemoryEngineFactory()
     engines.refused["gone"] = EngineNotInstalled("gone", "gone")
-    return fake_container(Settings(api={"max_body_bytes": 4096}), engines=engines)
+    with fake_container(Settings(api={"max_body_bytes": 4096}), engines=engines) as c:
+        yield c
 
 
 @pytest.fixture

@@ -8,10 +8,18 @@ import json
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 
-from openanomaly.domain.records import Job, ModelVersion, OutputSeries
+from openanomaly.domain.records import (
+    InferResult,
+    InferWindow,
+    Job,
+    ModelVersion,
+    OutputSeries,
+    TrainJob,
+)
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.errors import EngineError, NotFound
@@ -139,6 +147,78 @@ class RecordingDispatcher:
 
     def close(self) -> None:
         return None
+
+
+class MemoryJobPlanner:
+    """A JobPlanner of fixed answers: ``pipelines``, which of them are ``untrained``, and the
+    window ``due`` per pipeline (taken once: the next tick finds nothing new)."""
+
+    def __init__(
+        self,
+        pipelines: Iterable[Pipeline] = (),
+        *,
+        untrained: Iterable[str] = (),
+        due: dict[str, InferWindow] | None = None,
+        now: int = 0,
+    ) -> None:
+        self.pipelines = list(pipelines)
+        self.untrained = set(untrained)
+        self.due = dict(due or {})
+        self.now = now
+        self.failures: dict[str, str] = {}
+        """Pipeline id -> ``what: error`` for each failure reported by the scheduler."""
+
+    def enabled_pipelines(self) -> list[Pipeline]:
+        return [p for p in self.pipelines if p.enabled]
+
+    def needs_training(self, pipeline_id: str) -> bool:
+        return pipeline_id in self.untrained
+
+    def train_job(self, pipeline_id: str) -> TrainJob:
+        return TrainJob(pipeline_id, self.now)
+
+    def due_infer(self, pipeline_id: str) -> InferWindow | None:
+        return self.due.pop(pipeline_id, None)
+
+    def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        self.failures[pipeline_id] = f"{what}: {exc}"
+        return True
+
+
+class RecordingTelemetry:
+    """Telemetry that keeps what it was told: ``jobs`` as (kind, pipeline, status, seconds),
+    ``inferences`` as the results; its page lists both, one line each."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, str, str, float]] = []
+        self.inferences: list[InferResult] = []
+        self.dropped: dict[str, int] = {}
+        self.broken: set[str] = set()
+        self._lock = threading.Lock()
+
+    def job_done(
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float
+    ) -> None:
+        with self._lock:
+            self.jobs.append((kind, pipeline_id, status, seconds))
+
+    def inferred(self, result: InferResult) -> None:
+        with self._lock:
+            self.inferences.append(result)
+
+    def samples_dropped(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+        with self._lock:
+            self.broken = set(broken)
+
+    def exposition(self) -> tuple[bytes, str]:
+        with self._lock:
+            lines = [f"job {k} {p} {s}" for k, p, s, _ in self.jobs]
+            lines += [f"inferred {r.pipeline_id} {r.points} {r.anomalies}" for r in self.inferences]
+        return "".join(f"{line}\n" for line in lines).encode(), "text/plain; charset=utf-8"
 
 
 class MeanEngine:

@@ -14,6 +14,8 @@ from openanomaly.errors import (
     NotFound,
     OpenAnomalyError,
     QueryError,
+    StoreError,
+    StoreUnavailable,
     TsdbUnavailable,
     WriteRejected,
 )
@@ -28,6 +30,8 @@ STATUS: tuple[tuple[type[OpenAnomalyError], int], ...] = (
     (NoData, 422),
     (WriteRejected, 502),
     (TsdbUnavailable, 503),
+    (StoreUnavailable, 503),
+    (StoreError, 500),
     (OpenAnomalyError, 500),
 )
 

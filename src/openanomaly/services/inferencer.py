@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from openanomaly.domain.outputs import build_outputs
-from openanomaly.domain.records import ModelVersion
+from openanomaly.domain.records import InferResult, ModelVersion
 from openanomaly.domain.scoring import Scored, score
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
@@ -30,22 +30,6 @@ from openanomaly.ports import (
 from openanomaly.services.cache import ModelCache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InferResult:
-    """What one window did: counts and where the time went (seconds per phase)."""
-
-    pipeline_id: str
-    start: int
-    end: int
-    series: int = 0
-    points: int = 0
-    anomalies: int = 0
-    cold_series: int = 0
-    samples_written: int = 0
-    model_version: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,32 +1,30 @@
 """The application service: runs jobs by id and decides which jobs are due. The CLI, the API,
-the scheduler and the workers all go through it."""
+the scheduler (through the ``JobPlanner`` port) and the workers all go through it."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
 from openanomaly.domain.grid import align
-from openanomaly.domain.records import InferWindow, Job, ModelVersion, TrainJob
-from openanomaly.domain.spec import spec_hash
+from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
+from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
     EngineFactory,
-    JobDispatcher,
     MetricsReader,
     ModelRegistry,
     PipelineStore,
+    Telemetry,
 )
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
 from openanomaly.services.health import PipelineHealth
-from openanomaly.services.inferencer import Inferencer, InferResult
+from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -41,7 +39,7 @@ class Service:
     engines: EngineFactory
     trainer: Trainer
     inferencer: Inferencer
-    metrics: ServiceMetrics
+    telemetry: Telemetry
     clock: Clock = time.time
     health: PipelineHealth = field(default_factory=PipelineHealth)
 
@@ -59,12 +57,12 @@ class Service:
                     result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
                 else:
                     result = self.inferencer.infer(pipeline, job.start, job.end)
-                    self.metrics.observe_infer(result)
+                    self.telemetry.inferred(result)
         except Exception as exc:
-            self.metrics.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
+            self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
             self.health.failed(job.pipeline_id, job.kind, exc)
             raise
-        self.metrics.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
+        self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
         self.health.succeeded(job.pipeline_id)
         return result
 
@@ -77,6 +75,9 @@ class Service:
         except Exception:
             log.exception("%s job for pipeline=%s crashed", job.kind, job.pipeline_id)
 
+    def enabled_pipelines(self) -> list[Pipeline]:
+        return [p for p in self.pipelines.list() if p.enabled]
+
     def train_job(self, pipeline_id: str, end: int | None = None) -> TrainJob:
         pipeline = self.pipelines.get(pipeline_id)
         now = self.clock() - pipeline.delay
@@ -85,6 +86,9 @@ class Service:
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
         pipeline = self.pipelines.get(pipeline_id)
         return due_window(pipeline, self.checkpoints.last_end(pipeline_id), self.clock())
+
+    def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        return self.health.failed(pipeline_id, what, exc)
 
     def needs_training(self, pipeline_id: str) -> bool:
         pipeline = self.pipelines.get(pipeline_id)
@@ -104,14 +108,3 @@ class Service:
     def _lock(self, pipeline_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(pipeline_id, threading.Lock())
-
-
-def submit_due(service: Service, dispatcher: JobDispatcher, pipeline_id: str) -> bool:
-    """Submit the pipeline's due inference window, if any. Returns whether one was submitted."""
-    window = service.due_infer(pipeline_id)
-    if window is not None:
-        dispatcher.submit(window)
-    return window is not None
-
-
-JobHandler = Callable[[Job], None]

@@ -8,7 +8,7 @@ import threading
 import time
 
 from openanomaly.domain.records import Job
-from openanomaly.services.service import JobHandler
+from openanomaly.ports import JobHandler
 
 log = logging.getLogger(__name__)
 

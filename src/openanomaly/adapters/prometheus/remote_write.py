@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import cramjam
 import httpx
@@ -31,10 +31,9 @@ from openanomaly.adapters.prometheus.http import (
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import FloatArray, IntArray
 from openanomaly.errors import WriteRejected
+from openanomaly.ports import Flavor
 
 logger = logging.getLogger(__name__)
-
-Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
 
 FUTURE_TOLERANCE = 60
 """Seconds past ``clock()`` a sample may lie before it counts as a future sample."""

@@ -17,17 +17,26 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import OpenAnomalyError
-from openanomaly.ports import JobDispatcher
-from openanomaly.services.service import Service, submit_due
+from openanomaly.ports import JobDispatcher, JobPlanner
 
 log = logging.getLogger(__name__)
 
 
 class ApsScheduler:
+    """A ``Scheduler`` that asks ``planner`` what is due and submits it to ``dispatcher``.
+
+    Args:
+        planner: the application's side (the Service): pipelines, due jobs.
+        dispatcher: where jobs go.
+        sync_every: seconds between re-reads of the enabled pipelines.
+    """
+
     def __init__(
-        self, service: Service, dispatcher: JobDispatcher, *, sync_every: float = 10.0
+        self, planner: JobPlanner, dispatcher: JobDispatcher, *, sync_every: float = 10.0
     ) -> None:
-        self._service = service
+        if sync_every <= 0:
+            raise ValueError(f"sync_every must be > 0 seconds, got {sync_every}")
+        self._planner = planner
         self._dispatcher = dispatcher
         self._aps = BackgroundScheduler(timezone="UTC")
         self._specs: dict[str, Pipeline] = {}
@@ -67,13 +76,13 @@ class ApsScheduler:
             self._add(p)
         except Exception as exc:
             self._remove(p.id)
-            if self._service.health.failed(p.id, "schedule", exc):
+            if self._planner.pipeline_failed(p.id, "schedule", exc):
                 self._specs[p.id] = p
             log.error("pipeline=%s not scheduled: %s", p.id, _describe(exc))
 
     def _resync(self) -> None:
         try:
-            self.sync(self._service.pipelines.list())
+            self.sync(self._planner.enabled_pipelines())
         except OpenAnomalyError as exc:
             log.error("pipeline sync failed, keeping the current schedule: %s", exc)
         except Exception:
@@ -96,7 +105,7 @@ class ApsScheduler:
             trigger = IntervalTrigger(seconds=p.train.every)
         if trigger is not None:
             self._aps.add_job(self._train, trigger, args=[p.id], id=f"train:{p.id}", **opts)
-        if self._service.needs_training(p.id):
+        if self._planner.needs_training(p.id):
             self._train(p.id)
         log.info("scheduled pipeline=%s infer every %ss", p.id, p.infer.every)
 
@@ -108,17 +117,19 @@ class ApsScheduler:
 
     def _tick(self, pid: str) -> None:
         try:
-            if self._service.needs_training(pid):
+            if self._planner.needs_training(pid):
                 self._train(pid)
-            submit_due(self._service, self._dispatcher, pid)
+            window = self._planner.due_infer(pid)
+            if window is not None:
+                self._dispatcher.submit(window)
         except OpenAnomalyError as exc:
-            self._service.health.failed(pid, "tick", exc)
+            self._planner.pipeline_failed(pid, "tick", exc)
             log.error("inference tick for pipeline=%s failed: %s", pid, exc)
         except Exception:
             log.exception("inference tick for pipeline=%s failed", pid)
 
     def _train(self, pid: str) -> None:
-        self._dispatcher.submit(self._service.train_job(pid))
+        self._dispatcher.submit(self._planner.train_job(pid))
 
 
 def _describe(exc: Exception) -> str:

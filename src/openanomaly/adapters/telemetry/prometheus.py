@@ -4,13 +4,24 @@ one, so tests and several services in one process do not collide."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Literal
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
-from openanomaly.services.inferencer import InferResult
+from openanomaly.domain.records import InferResult
 
 
-class ServiceMetrics:
+class PrometheusTelemetry:
+    """The ``Telemetry`` port as Prometheus metrics: jobs by kind, pipeline and status, their
+    durations, points scored, anomalies found, samples written, the last success."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.jobs = Counter(
@@ -61,23 +72,25 @@ class ServiceMetrics:
     def samples_dropped(self, reason: str, count: int) -> None:
         self.dropped.labels(reason).inc(count)
 
-    def set_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+    def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
         """One sample per pipeline: 1 for those in ``broken``, 0 for the rest."""
         self.broken.clear()
         down = set(broken)
         for pid in {*pipelines, *down}:
             self.broken.labels(pid).set(pid in down)
 
-    def job_done(self, kind: str, pipeline: str, status: str, seconds: float) -> None:
-        self.jobs.labels(kind, pipeline, status).inc()
+    def job_done(
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float
+    ) -> None:
+        self.jobs.labels(kind, pipeline_id, status).inc()
         self.duration.labels(kind).observe(seconds)
         if status == "ok":
-            self.last_success.labels(kind, pipeline).set_to_current_time()
+            self.last_success.labels(kind, pipeline_id).set_to_current_time()
 
-    def observe_infer(self, result: InferResult) -> None:
+    def inferred(self, result: InferResult) -> None:
         self.points.labels(result.pipeline_id).inc(result.points)
         self.anomalies.labels(result.pipeline_id).inc(result.anomalies)
         self.samples.labels(result.pipeline_id).inc(result.samples_written)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

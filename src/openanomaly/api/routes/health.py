@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from openanomaly.api.deps import ContainerDep
 from openanomaly.errors import OpenAnomalyError
@@ -20,7 +19,7 @@ def healthz() -> dict[str, str]:
 def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
     try:
         container.service.pipelines.list()
-    except Exception as exc:
+    except OpenAnomalyError as exc:  # the stores translate their libraries' errors
         response.status_code = 503
         return {"status": "unavailable", "detail": type(exc).__name__}
     return {"status": "ok"}
@@ -33,5 +32,6 @@ def metrics(container: ContainerDep) -> Response:
         ids = [p.id for p in service.pipelines.list()]
     except OpenAnomalyError:
         ids = []  # the store is down: still report the broken ones (and the rest of /metrics)
-    service.metrics.set_broken(ids, service.health.broken())
-    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    container.telemetry.pipelines_broken(ids, service.health.broken())
+    body, content_type = container.telemetry.exposition()
+    return Response(body, media_type=content_type)

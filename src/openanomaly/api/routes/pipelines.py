@@ -8,10 +8,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
-from openanomaly.domain.records import InferWindow, ModelVersion
+from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError
-from openanomaly.services.inferencer import InferResult
 from openanomaly.services.validation import PipelineValidator, pipeline_status
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
