@@ -18,7 +18,7 @@ from openanomaly.adapters.prometheus.remote_write import (
     flatten,
     write_request_class,
 )
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
+from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 from openanomaly.domain.records import OutputSeries
 from openanomaly.errors import TsdbUnavailable, WriteRejected
 from openanomaly.ports import MetricsWriter
@@ -256,10 +256,10 @@ def test_dropped_samples_are_counted_by_reason() -> None:
         series({"__name__": "m"}, [NOW - 60, NOW, NOW + 86400], [1.0, float("nan"), 3.0]),
         series({"__name__": "n"}, [NOW - 60], [float("inf")]),
     ]
-    metrics = ServiceMetrics()
+    metrics = PrometheusTelemetry()
 
     assert writer(Tsdb(), flavor="prometheus", on_drop=metrics.samples_dropped).write(batch) == 1
 
-    text = metrics.exposition().decode()
+    text = metrics.exposition()[0].decode()
     assert 'openanomaly_samples_dropped_total{reason="non_finite"} 2.0' in text
     assert 'openanomaly_samples_dropped_total{reason="future"} 1.0' in text
