@@ -40,14 +40,9 @@ class _Section(BaseModel):
 
 
 class TlsSettings(_Section):
-    """TLS settings for talking to the TSDB.
-
-    Attributes:
-        verify: check the server certificate; turn off only for a self-signed test server.
-        ca_file: PEM bundle of the CAs to trust instead of the public ones.
-        cert_file: client certificate (PEM) for mutual TLS.
-        key_file: the client certificate's key, when it is not inside ``cert_file``.
-    """
+    """TLS to the TSDB: ``verify`` the server's certificate (off only for a self-signed test
+    server) against ``ca_file`` or the public CAs; ``cert_file`` and ``key_file`` (when the key
+    is not inside the certificate) for mutual TLS."""
 
     verify: bool = True
     ca_file: str | None = None

@@ -81,9 +81,21 @@ def server() -> Iterator[str]:
     thread.join(10)
 
 
+OPENED: list[RemoteEngine] = []
+
+
+@pytest.fixture(autouse=True)
+def close_engines() -> Iterator[None]:
+    """Each engine owns an HTTP client: every one a test made is closed after it."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def remote(url: str, model: dict[str, Any] = PROFILE, **kw: Any) -> RemoteEngine:
     kw.setdefault("token", TOKEN)
-    return RemoteEngine(url, model, step=STEP, backoff=0.01, **kw)
+    OPENED.append(RemoteEngine(url, model, step=STEP, backoff=0.01, **kw))
+    return OPENED[-1]
 
 
 def test_fit_predict_and_reload_match_the_local_engine(server: str) -> None:
@@ -93,6 +105,7 @@ def test_fit_predict_and_reload_match_the_local_engine(server: str) -> None:
     want = expected.predict(PANEL.context, PANEL.future, 0.99)
     # A worker that did not train: the token comes from its own settings.
     reloaded = loads(engine.dumps(), step=STEP, token=SecretStr(TOKEN))
+    OPENED.append(reloaded)
     for got in (
         engine.predict(PANEL.context, PANEL.future, 0.99),
         reloaded.predict(PANEL.context, PANEL.future, 0.99),

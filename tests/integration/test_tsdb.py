@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import cramjam
 import httpx
@@ -31,6 +31,21 @@ STEP = 60
 POINTS = 30
 
 Proxy = Callable[..., RecordingProxy]
+Adapter = TypeVar("Adapter", PrometheusReader, RemoteWriteWriter)
+OPENED: list[PrometheusReader | RemoteWriteWriter] = []
+
+
+@pytest.fixture(autouse=True)
+def close_adapters() -> Iterator[None]:
+    """A reader or writer made without a client owns one: each is closed after its test."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
+def opened(adapter: Adapter) -> Adapter:
+    OPENED.append(adapter)
+    return adapter
 
 
 @pytest.fixture
@@ -47,11 +62,11 @@ def grid() -> np.ndarray[Any, np.dtype[np.int64]]:
 
 def writer(server: TsdbServer, **kwargs: Any) -> RemoteWriteWriter:
     kwargs.setdefault("flavor", server.flavor)
-    return RemoteWriteWriter(server.write_url, **kwargs)
+    return opened(RemoteWriteWriter(server.write_url, **kwargs))
 
 
 def read(server: TsdbServer, query: str, grid: np.ndarray[Any, Any], **kwargs: Any) -> SeriesBatch:
-    return PrometheusReader(server.url, **kwargs).query_range(
+    return opened(PrometheusReader(server.url, **kwargs)).query_range(
         query, int(grid[0]), int(grid[-1]), STEP
     )
 
@@ -135,8 +150,10 @@ def test_more_points_than_prometheus_allows_are_read_in_chunks(
     query = f'oa_it_long{{run="{run}"}}'
 
     with pytest.raises(QueryError, match="11,000 points"):
-        PrometheusReader(prometheus.url, max_points=20_000).query_range(query, start, end, 1)
-    batch = PrometheusReader(prometheus.url).query_range(query, start, end, 1)
+        opened(PrometheusReader(prometheus.url, max_points=20_000)).query_range(
+            query, start, end, 1
+        )
+    batch = opened(PrometheusReader(prometheus.url)).query_range(query, start, end, 1)
     assert batch.timestamps.size == 12_001
     # Prometheus' 5 min lookback repeats each sample for up to 300 s after it.
     assert np.all(batch.values[0][batch.timestamps >= grid[0]] == 1)
@@ -162,12 +179,12 @@ def test_an_unreachable_tsdb_fails_fast() -> None:
     with pytest.raises(
         TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/query_range")
     ):
-        PrometheusReader(url).query_range("up", 0, 600, 60)  # default retries and backoff
+        opened(PrometheusReader(url)).query_range("up", 0, 600, 60)  # default retries, backoff
     assert time.monotonic() - started < 2
     with pytest.raises(
         TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/write")
     ):
-        RemoteWriteWriter(f"{url}/api/v1/write", max_retries=2, backoff=0.05).write(
+        opened(RemoteWriteWriter(f"{url}/api/v1/write", max_retries=2, backoff=0.05)).write(
             [OutputSeries({"__name__": "m"}, np.array([1]), np.array([1.0]))]
         )
 
@@ -201,7 +218,7 @@ def test_prometheus_rewrite_of_a_window_counts_as_already_written(
     assert w.write([OutputSeries(series.labels, grid[-1:], series.values[-1:])]) == 1
     assert w.write([series]) == 0
     prometheus.flush()
-    back = PrometheusReader(prometheus.url).query_range(
+    back = opened(PrometheusReader(prometheus.url)).query_range(
         f'oa_it_rewrite{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
     )
     assert back.values.tolist() == [[1.0] * POINTS]
@@ -269,7 +286,7 @@ def test_future_samples_reach_only_victoriametrics(
     proxy = recording_proxy(server.url)
     now = int(time.time())
     ts = np.array([now - 30, now + 600, now + 3 * 86400])
-    w = RemoteWriteWriter(f"{proxy.url}/api/v1/write", flavor=server.flavor)
+    w = opened(RemoteWriteWriter(f"{proxy.url}/api/v1/write", flavor=server.flavor))
 
     sent = w.write([OutputSeries({"__name__": "oa_it_future", "run": run}, ts, np.ones(3))])
 

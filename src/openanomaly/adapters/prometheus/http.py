@@ -14,7 +14,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import certifi
 import httpx
@@ -88,6 +88,26 @@ def build_client(
         verify=_ssl_context(tls),
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
     )
+
+
+class ClientOwner:
+    """The HTTP client of a reader or writer: the one handed in (shared, closed by whoever made
+    it), or a plain one of its own, closed by ``close()`` or at the end of a ``with`` block."""
+
+    def __init__(self, client: httpx.Client | None) -> None:
+        self._client = client if client is not None else httpx.Client(timeout=30.0)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def _ssl_context(tls: Tls) -> ssl.SSLContext:
