@@ -9,10 +9,6 @@ import json
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than ``max_bytes`` with 413."""
 
@@ -32,16 +28,17 @@ class BodyLimit:
 
         async def counted() -> Message:
             nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes and not started:
-                    # Answer now: the framework may turn the error below into its own 400,
-                    # which ``tracked`` then drops.
+                    # Answer 413 now and tell the app the client left: the rest of the body is
+                    # never read, and whatever the app answers to that is dropped by ``tracked``.
                     refused = True
                     await self._refuse(send)
-                if seen > self.max_bytes:
-                    raise _TooLarge
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracked(message: Message) -> None:
@@ -51,11 +48,7 @@ class BodyLimit:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not refused:
-                raise
+        await self.app(scope, counted, tracked)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
