@@ -166,15 +166,19 @@ class MemoryArtifactStore:
 
 class RecordingDispatcher:
     """Records jobs and, when given a handler, runs them at once in the caller's thread; a job
-    that raises is logged, as the thread pool logs it, and does not reach the caller."""
+    that raises is logged, as the thread pool logs it, and does not reach the caller. After
+    ``close`` it takes no job, as the thread pool."""
 
     def __init__(self, handler: object | None = None) -> None:
         self.submitted: list[Job] = []
+        self.closed = False
         self._handler = handler
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> None:
         with self._lock:
+            if self.closed:
+                return
             self.submitted.append(job)
         if callable(self._handler):
             try:
@@ -183,7 +187,8 @@ class RecordingDispatcher:
                 log.error("job %s raised %r", job, exc)
 
     def close(self) -> None:
-        return None
+        with self._lock:
+            self.closed = True
 
 
 class MemoryJobPlanner:

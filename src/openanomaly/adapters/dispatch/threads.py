@@ -49,23 +49,29 @@ class ThreadPoolDispatcher:
             self._cond.notify()
 
     def close(self) -> None:
+        deadline = time.monotonic() + self._grace
         with self._cond:
             self._closed = True
             dropped = len(self._queue)
+            for job in self._queue:
+                self._pending.discard(job)
             self._queue.clear()
             self._cond.notify_all()
             if dropped:
                 log.info("shutdown: %d queued jobs left to the checkpoint", dropped)
-            deadline = time.monotonic() + self._grace
             while self._running and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            if self._running:
-                log.warning(
-                    "shutdown: %d jobs still running after the %.0fs grace period; their "
-                    "windows are recovered from the checkpoint at the next start",
-                    self._running,
-                    self._grace,
-                )
+            running = self._running
+        if running:
+            log.warning(
+                "shutdown: %d jobs still running after the %.0fs grace period; their windows "
+                "are recovered from the checkpoint at the next start",
+                running,
+                self._grace,
+            )
+            return
+        for thread in self._threads:  # idle now: each returns as soon as it sees the close
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _spawn(self) -> None:
         thread = threading.Thread(
@@ -85,8 +91,8 @@ class ThreadPoolDispatcher:
                 self._running += 1
             try:
                 self._handler(job)
-            except Exception:
-                log.exception("job %s raised", job)
+            except Exception as exc:  # the handler logs its own failures; this is a last resort
+                log.error("job %s raised %r", job, exc)
             finally:
                 with self._cond:
                     self._running -= 1
