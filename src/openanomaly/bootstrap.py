@@ -32,6 +32,7 @@ from openanomaly.services.cache import ModelCache
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
+from openanomaly.services.validation import PipelineValidator, ValidatingPipelineStore
 from openanomaly.settings import Settings, load_settings
 
 
@@ -78,8 +79,12 @@ def bootstrap(
     """Build every adapter the settings ask for, unless a test hands one in."""
     settings = settings or load_settings()
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
+        if telemetry is None:
+            from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
+
+            telemetry = PrometheusTelemetry()
         if reader is None or writer is None:
-            tsdb_reader, tsdb_writer = _tsdb(settings, opened)
+            tsdb_reader, tsdb_writer = _tsdb(settings, opened, telemetry)
             reader = reader or tsdb_reader
             writer = writer or tsdb_writer
         if (
@@ -102,10 +107,10 @@ def bootstrap(
             pipelines = YamlPipelineStore(settings.pipelines_file)
         artifacts = artifacts or _artifacts(settings)
         engines = engines or engine_factory(settings)
-        if telemetry is None:
-            from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
-
-            telemetry = PrometheusTelemetry()
+        # Every write of a pipeline (API, CLI) is checked against the engines installed here.
+        pipelines = ValidatingPipelineStore(
+            pipelines, PipelineValidator(engines, max_steps=settings.max_range_steps)
+        )
         service = Service(
             pipelines=pipelines,
             registry=registry,
@@ -130,7 +135,9 @@ def bootstrap(
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
-            dispatcher = ThreadPoolDispatcher(service.run_logged, workers=settings.workers)
+            dispatcher = ThreadPoolDispatcher(
+                service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
+            )
         opened.callback(dispatcher.close)
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
@@ -184,7 +191,9 @@ def model_server(
     )
 
 
-def _tsdb(settings: Settings, opened: ExitStack) -> tuple[MetricsReader, MetricsWriter]:
+def _tsdb(
+    settings: Settings, opened: ExitStack, telemetry: Telemetry
+) -> tuple[MetricsReader, MetricsWriter]:
     from openanomaly.adapters.prometheus.http import Tls, build_client
     from openanomaly.adapters.prometheus.reader import PrometheusReader
     from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
@@ -216,6 +225,7 @@ def _tsdb(settings: Settings, opened: ExitStack) -> tuple[MetricsReader, Metrics
         batch_samples=t.write_batch_samples,
         max_retries=t.write_retries,
         backoff=t.write_backoff,
+        on_drop=telemetry.samples_dropped,
     )
     return reader, writer
 

@@ -13,11 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from openanomaly.bootstrap import Container, bootstrap, model_server
+from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
 from openanomaly.domain.records import InferResult, InferWindow
+from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.services.backtest import BacktestResult
+from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
 
 app = typer.Typer(
@@ -45,6 +47,18 @@ def _container() -> Container:
     return c
 
 
+def _validator(c: Container | None = None) -> PipelineValidator:
+    """The checks past the schema, against the engines installed here (no store is opened)."""
+    settings = c.settings if c is not None else load_settings()
+    engines = c.service.engines if c is not None else engine_factory(settings)
+    return PipelineValidator(engines, max_steps=settings.max_range_steps)
+
+
+def _check_range(c: Container, pipeline: str, start: int, end: int) -> None:
+    step = c.service.pipelines.get(pipeline).step
+    check_range(start, end, step, limit=c.settings.max_range_steps)
+
+
 def _time(text: str) -> int:
     try:
         return parse_time(text)
@@ -57,7 +71,7 @@ def validate(file: Path) -> None:
     """Check a pipelines file; print every error with its line and path."""
     from openanomaly.adapters.config.yaml_file import validate_file
 
-    problems = validate_file(file)
+    problems = validate_file(file, check=_validator())
     for p in problems:
         err.print(p, markup=False, highlight=False, soft_wrap=True)
     if problems:
@@ -94,6 +108,7 @@ def infer(
             spec = c.service.pipelines.get(pipeline)
             to = _time(end) if end else int(c.service.clock())
             window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
+            _check_range(c, pipeline, window.start, window.end)
         result = c.service.run(window)
     assert isinstance(result, InferResult)
     out.print(
@@ -113,6 +128,7 @@ def backtest(
 ) -> None:
     """Replay a range in production-sized steps and print what would have been flagged."""
     with _container() as c:
+        _check_range(c, pipeline, _time(start), _time(end))
         result = _backtest(c, pipeline, _time(start), _time(end))
         table = Table(
             title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series"
@@ -166,7 +182,7 @@ def run(
 
     with _container() as c:
         if pipelines is not None:
-            _apply(c, pipelines)
+            _apply_valid(c, pipelines)
         run_service(c)
 
 
@@ -209,18 +225,24 @@ def settings() -> None:
 
 @pipelines_app.command("list")
 def pipelines_list() -> None:
+    """The stored pipelines, each with its status (ok, or broken and why)."""
     with _container() as c:
-        pipelines = c.service.pipelines.list()
+        validator = _validator(c)
+        statuses = [
+            (p, pipeline_status(p, validator, c.service.health.reason(p.id)))
+            for p in c.service.pipelines.list()
+        ]
     table = Table()
-    for col in ("id", "enabled", "model", "step", "query"):
+    for col in ("id", "enabled", "model", "step", "query", "status"):
         table.add_column(col)
-    for p in pipelines:
+    for p, status in statuses:
         table.add_row(
             p.id,
             str(p.enabled),
             f"{p.model.engine}/{p.model.name or 'default'}",
             str(p.step),
-            p.query,
+            shorten(p.query, 80),
+            status.summary(),
         )
     out.print(table)
 
@@ -240,11 +262,31 @@ def pipelines_delete(pipeline: str) -> None:
 
 
 def _apply(c: Container, file: Path) -> None:
+    """All or nothing: a file with any problem is refused, every problem listed."""
     from openanomaly.adapters.config.yaml_file import load_pipeline_file
 
-    for p in load_pipeline_file(file):
+    for p in load_pipeline_file(file, check=_validator(c)):
         c.service.pipelines.put(p)
         out.print(f"applied {p.id}")
+
+
+def _apply_valid(c: Container, file: Path) -> None:
+    """For ``run``: apply the pipelines that can run, log the others, never fail to start."""
+    from openanomaly.adapters.config.yaml_file import load_pipeline_file
+
+    log = logging.getLogger(__name__)
+    try:
+        pipelines = load_pipeline_file(file)
+    except OpenAnomalyError as exc:
+        log.error("%s not applied, serving the stored pipelines:\n%s", file, exc)
+        return
+    for p in pipelines:
+        try:
+            c.service.pipelines.put(p)
+        except OpenAnomalyError as exc:
+            log.error("pipeline %s not applied: %s", p.id, exc)
+        else:
+            log.info("applied %s", p.id)
 
 
 def main() -> None:

@@ -92,7 +92,19 @@ class TooManySeries(QueryError):
 
 
 class TsdbUnavailable(TsdbError):
-    """The TSDB could not be reached or kept failing (5xx, 429, timeouts) after retries."""
+    """The TSDB could not be reached or kept failing (5xx, 429, timeouts) after retries.
+    ``retry_after`` is the wait in seconds the server asked for (``Retry-After``), if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, url=url, status=status)
+        self.retry_after = retry_after
 
 
 class WriteRejected(TsdbError):

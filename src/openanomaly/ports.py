@@ -71,6 +71,11 @@ class EngineFactory(Protocol):
         """A model that needs no training, for series that appeared after the last fit."""
         ...
 
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        """Check ``spec`` without fitting: raises UnknownModel (engine or model name),
+        EngineNotInstalled (naming the extra) or EngineError (a bad parameter)."""
+        ...
+
 
 class PipelineStore(Protocol):
     def list(self) -> list[Pipeline]: ...
@@ -134,7 +139,8 @@ class JobDispatcher(Protocol):
     def submit(self, job: Job) -> None: ...
 
     def close(self) -> None:
-        """Finish what was submitted and release workers."""
+        """Take no new job and release workers; what is queued may be left to the checkpoint,
+        what is running is given a grace period to finish."""
         ...
 
 
@@ -154,6 +160,11 @@ class JobPlanner(Protocol):
 
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
         """The window due since the checkpoint, or None when nothing new is ready."""
+        ...
+
+    def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        """Report that scheduling the pipeline (``what``) failed; returns whether that broke it
+        (False for an outage, which a retry may get past)."""
         ...
 
 
@@ -182,9 +193,21 @@ class Telemetry(Protocol):
         """A window was scored: its points, anomalies and samples written."""
         ...
 
+    def samples_dropped(self, reason: str, count: int) -> None:
+        """Output samples not written: ``non_finite`` (no input point) or ``future``."""
+        ...
+
+    def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+        """Which of ``pipelines`` are broken now (see ``PipelineHealth``)."""
+        ...
+
     def exposition(self) -> tuple[bytes, str]:
         """What was recorded, as a scrape page: the body and its content type."""
         ...
 
 
 Clock = Callable[[], float]
+
+PipelineCheck = Callable[[Pipeline], list[tuple[tuple[str, ...], str]]]
+"""What is wrong with a pipeline beyond its schema, as (field path, message) pairs, e.g.
+``(("model", "params"), "unknown parameter 'foo'")``; empty when it can run."""

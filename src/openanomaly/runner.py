@@ -15,7 +15,8 @@ log = logging.getLogger(__name__)
 
 
 def run_service(container: Container) -> None:
-    """Serve until SIGINT/SIGTERM, then stop scheduling, let running jobs finish and close the
+    """Serve until SIGINT/SIGTERM, then stop scheduling, drop the queued windows (the checkpoint
+    keeps them), give the running ones ``shutdown_grace`` seconds to finish and close the
     container."""
     settings = container.settings
     log.info("starting with settings %s", settings.describe())
@@ -23,6 +24,7 @@ def run_service(container: Container) -> None:
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; without a handler
     # of ours that would kill the process before the scheduler and workers are stopped.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    signal.signal(signal.SIGINT, _exit_cleanly)
     try:
         uvicorn.run(
             create_app(container),
@@ -30,6 +32,7 @@ def run_service(container: Container) -> None:
             port=settings.api.port,
             log_level=settings.log_level.lower(),
             access_log=False,
+            timeout_graceful_shutdown=max(1, int(settings.shutdown_grace)),
         )
     finally:
         container.close()

@@ -8,7 +8,6 @@ URLs with a password are shown through :func:`mask_url`.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -30,17 +29,14 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError
 from openanomaly.ports import Flavor
 
 
-def mask_url(url: str) -> str:
-    """``scheme://user:secret@host`` -> ``scheme://user:***@host``."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A refused value may hold a credential: errors name the field, never echo the input.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class TlsSettings(_Section):
@@ -112,7 +108,7 @@ class TsdbSettings(_Section):
             return None
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
+            raise ValueError(f"expected an http(s) URL, got {mask_url(value)!r}")
         # A URL with user:password@ would print the secret in every log line and error.
         if parts.username or parts.password:
             raise ValueError("credentials in the URL would be logged; use username/password")
@@ -136,6 +132,8 @@ class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
     token: SecretStr | None = None
+    # Bodies are counted as they arrive: a larger one is refused (413) before it is read whole.
+    max_body_bytes: int = Field(1 << 20, ge=1024)
 
 
 class ModelServerSettings(_Section):
@@ -160,7 +158,11 @@ class Settings(BaseSettings):
     """Every setting of an OpenAnomaly process."""
 
     model_config = SettingsConfigDict(
-        env_prefix="OA_", env_nested_delimiter="__", extra="forbid", frozen=True
+        env_prefix="OA_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     environment: Literal["development", "production"] = "development"
@@ -180,6 +182,11 @@ class Settings(BaseSettings):
     # Fitted models kept loaded per worker process, by (pipeline, version).
     model_cache_size: int = Field(64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # On SIGTERM: queued windows are left to the checkpoint; the one running gets this long.
+    shutdown_grace: float = Field(25.0, ge=0, le=3600)
+    # Most steps one read may span (series x steps is what is allocated): a longer range is
+    # refused with a message instead of failing with a MemoryError.
+    max_range_steps: int = Field(500_000, ge=1000)
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

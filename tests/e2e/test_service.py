@@ -4,8 +4,6 @@ managed over its HTTP API with a token, scheduling training and inference on its
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.synthetic import as_output, inject, seasonal_panel
 from tests.e2e.test_cli_detection import oa_env
+from tests.e2e.test_isolation import start_service
 from tests.servers import TsdbServer, free_port
 
 pytestmark = pytest.mark.e2e
@@ -36,18 +35,7 @@ def service(victoriametrics: TsdbServer, tmp_path: Path) -> Iterator[tuple[str, 
         "OA_ENVIRONMENT": "production",
     }
     log = tmp_path / "service.log"
-    cli = Path(sys.executable).parent / "openanomaly"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([str(cli), "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.1)
+    proc, url = start_service(env, log)
     yield url, log
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=30) == 0, log.read_text()

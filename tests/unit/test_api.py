@@ -17,7 +17,7 @@ from openanomaly.adapters.memory import (
     RecordingDispatcher,
 )
 from openanomaly.api.app import create_app
-from openanomaly.bootstrap import bootstrap
+from openanomaly.bootstrap import Container, bootstrap
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.settings import Settings
 
@@ -25,24 +25,34 @@ NOW = 1_800_000_000
 TOKEN = "t0ken-abc"
 
 
-@pytest.fixture
-def client() -> Iterator[TestClient]:
+def fake_container(
+    settings: Settings,
+    *,
+    tsdb: type[MemoryMetrics] = MemoryMetrics,
+    engines: MemoryEngineFactory | None = None,
+) -> Container:
+    """A container over the fakes, the TSDB holding two hours of one series ``m``."""
     ts = np.arange(NOW - 7200, NOW + 1, 60)
     batch = SeriesBatch(({"__name__": "m", "i": "0"},), ts, np.ones((1, ts.size)))
-    metrics, registry = MemoryMetrics({"m": batch}), MemoryRegistry()
+    metrics, registry = tsdb({"m": batch}), MemoryRegistry()
+    return bootstrap(
+        settings,
+        reader=metrics,
+        writer=metrics,
+        pipelines=MemoryPipelineStore(),
+        registry=registry,
+        checkpoints=registry,
+        artifacts=MemoryArtifactStore(),
+        engines=engines or MemoryEngineFactory(),
+        dispatcher=RecordingDispatcher(),
+        clock=lambda: NOW,
+    )
+
+
+@pytest.fixture
+def client() -> Iterator[TestClient]:
     with (
-        bootstrap(
-            Settings(api={"token": TOKEN}),
-            reader=metrics,
-            writer=metrics,
-            pipelines=MemoryPipelineStore(),
-            registry=registry,
-            checkpoints=registry,
-            artifacts=MemoryArtifactStore(),
-            engines=MemoryEngineFactory(),
-            dispatcher=RecordingDispatcher(),
-            clock=lambda: NOW,
-        ) as c,
+        fake_container(Settings(api={"token": TOKEN})) as c,
         TestClient(create_app(c)) as tc,
     ):
         yield tc

@@ -18,6 +18,7 @@ from openanomaly.adapters.prometheus.remote_write import (
     flatten,
     write_request_class,
 )
+from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 from openanomaly.domain.records import OutputSeries
 from openanomaly.errors import TsdbUnavailable, WriteRejected
 from openanomaly.ports import MetricsWriter
@@ -248,3 +249,17 @@ def test_the_given_client_is_used_as_is() -> None:
     )
     w = RemoteWriteWriter(URL, client=client)
     assert w.write([series({"__name__": "m"}, [1], [1.0])]) == 1
+
+
+def test_dropped_samples_are_counted_by_reason() -> None:
+    batch = [
+        series({"__name__": "m"}, [NOW - 60, NOW, NOW + 86400], [1.0, float("nan"), 3.0]),
+        series({"__name__": "n"}, [NOW - 60], [float("inf")]),
+    ]
+    metrics = PrometheusTelemetry()
+
+    assert writer(Tsdb(), flavor="prometheus", on_drop=metrics.samples_dropped).write(batch) == 1
+
+    text = metrics.exposition()[0].decode()
+    assert 'openanomaly_samples_dropped_total{reason="non_finite"} 2.0' in text
+    assert 'openanomaly_samples_dropped_total{reason="future"} 1.0' in text

@@ -5,8 +5,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from openanomaly.bootstrap import bootstrap, model_server
+from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError
-from openanomaly.settings import Settings, TlsSettings, TsdbSettings, load_settings, mask_url
+from openanomaly.settings import Settings, TlsSettings, TsdbSettings, load_settings
 
 
 @pytest.fixture(autouse=True)

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import ssl
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from openanomaly.adapters.prometheus.http import Tls, _ssl_context, build_client
+from openanomaly.adapters.prometheus.http import (
+    MAX_RETRY_AFTER,
+    Tls,
+    _ssl_context,
+    build_client,
+    retry_after,
+)
+from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.errors import ConfigError
 
 
@@ -42,3 +50,37 @@ def test_tls_verify_off_makes_an_unverified_context() -> None:
     ctx = _ssl_context(Tls(verify=False))
     assert ctx.verify_mode == ssl.CERT_NONE and not ctx.check_hostname
     assert _ssl_context(Tls()).verify_mode == ssl.CERT_REQUIRED
+
+
+def _answers(*responses: httpx.Response) -> httpx.Client:
+    queue = list(responses)
+    return httpx.Client(transport=httpx.MockTransport(lambda request: queue.pop(0)))
+
+
+MATRIX = {"status": "success", "data": {"resultType": "matrix", "result": []}}
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retry_after_in_seconds_is_honoured(status: int) -> None:
+    client = _answers(
+        httpx.Response(status, headers={"Retry-After": "1"}, text="slow down"),
+        httpx.Response(200, json=MATRIX),
+    )
+    reader = PrometheusReader("http://p", client=client, max_retries=1, backoff=0)
+
+    began = time.monotonic()
+    reader.query_range("up", 0, 60, 60)
+
+    assert time.monotonic() - began >= 0.95
+
+
+def test_retry_after_as_a_date_and_its_cap() -> None:
+    def answer(value: str) -> httpx.Response:
+        return httpx.Response(503, headers={"Retry-After": value})
+
+    now = 1_700_000_000.0
+    assert retry_after(answer("Tue, 14 Nov 2023 22:13:40 GMT"), now=now) == pytest.approx(20)
+    assert retry_after(answer("Tue, 14 Nov 2023 22:13:00 GMT"), now=now) == 0.0  # past
+    assert retry_after(answer("3600"), now=now) == MAX_RETRY_AFTER
+    assert retry_after(answer("soon"), now=now) is None
+    assert retry_after(httpx.Response(503), now=now) is None

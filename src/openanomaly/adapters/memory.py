@@ -24,7 +24,7 @@ from openanomaly.domain.records import (
 )
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
-from openanomaly.errors import NotFound, QueryError
+from openanomaly.errors import EngineError, NotFound, QueryError
 
 log = logging.getLogger(__name__)
 
@@ -166,15 +166,19 @@ class MemoryArtifactStore:
 
 class RecordingDispatcher:
     """Records jobs and, when given a handler, runs them at once in the caller's thread; a job
-    that raises is logged, as the thread pool logs it, and does not reach the caller."""
+    that raises is logged, as the thread pool logs it, and does not reach the caller. After
+    ``close`` it takes no job, as the thread pool."""
 
     def __init__(self, handler: object | None = None) -> None:
         self.submitted: list[Job] = []
+        self.closed = False
         self._handler = handler
         self._lock = threading.Lock()
 
     def submit(self, job: Job) -> None:
         with self._lock:
+            if self.closed:
+                return
             self.submitted.append(job)
         if callable(self._handler):
             try:
@@ -183,7 +187,8 @@ class RecordingDispatcher:
                 log.error("job %s raised %r", job, exc)
 
     def close(self) -> None:
-        return None
+        with self._lock:
+            self.closed = True
 
 
 class MemoryJobPlanner:
@@ -202,6 +207,8 @@ class MemoryJobPlanner:
         self.untrained = set(untrained)
         self.due = dict(due or {})
         self.now = now
+        self.failures: dict[str, str] = {}
+        """Pipeline id -> ``what: error`` for each failure reported by the scheduler."""
 
     def enabled_pipelines(self) -> list[Pipeline]:
         return [p for p in self.pipelines if p.enabled]
@@ -215,6 +222,10 @@ class MemoryJobPlanner:
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
         return self.due.pop(pipeline_id, None)
 
+    def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        self.failures[pipeline_id] = f"{what}: {exc}"
+        return True
+
 
 class RecordingTelemetry:
     """Telemetry that keeps what it was told: ``jobs`` as (kind, pipeline, status, seconds),
@@ -223,6 +234,8 @@ class RecordingTelemetry:
     def __init__(self) -> None:
         self.jobs: list[tuple[str, str, str, float]] = []
         self.inferences: list[InferResult] = []
+        self.dropped: dict[str, int] = {}
+        self.broken: set[str] = set()
         self._lock = threading.Lock()
 
     def job_done(
@@ -234,6 +247,14 @@ class RecordingTelemetry:
     def inferred(self, result: InferResult) -> None:
         with self._lock:
             self.inferences.append(result)
+
+    def samples_dropped(self, reason: str, count: int) -> None:
+        with self._lock:
+            self.dropped[reason] = self.dropped.get(reason, 0) + count
+
+    def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+        with self._lock:
+            self.broken = set(broken)
 
     def exposition(self) -> tuple[bytes, str]:
         with self._lock:
@@ -303,10 +324,17 @@ class MemoryEngineFactory:
     def __init__(self) -> None:
         self.created = 0
         self.loaded = 0
+        self.refused: dict[str, EngineError] = {}
+        """Engine name -> the error ``validate`` and ``create`` raise for it."""
 
     def create(self, spec: ModelSpec, *, step: int) -> MeanEngine:
+        self.validate(spec, step=step)
         self.created += 1
         return MeanEngine()
+
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        if spec.engine in self.refused:
+            raise self.refused[spec.engine]
 
     def load(self, spec: ModelSpec, data: bytes, *, step: int) -> MeanEngine:
         self.loaded += 1

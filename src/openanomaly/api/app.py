@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from openanomaly.api import errors
+from openanomaly.api.limits import BodyLimit
 from openanomaly.api.routes import health, pipelines
 from openanomaly.bootstrap import Container
 
@@ -13,6 +14,7 @@ def create_app(container: Container) -> FastAPI:
     app = FastAPI(title="OpenAnomaly", version="0.1.0")
     app.state.container = container
     errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=container.settings.api.max_body_bytes)
     app.include_router(health.router)
     app.include_router(pipelines.router)
     return app

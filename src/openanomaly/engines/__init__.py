@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines.floor import ProfileFloor
-from openanomaly.errors import UnknownModel
+from openanomaly.errors import EngineError, UnknownModel
 from openanomaly.ports import ModelEngine
 
 ENGINES: dict[str, str] = {
@@ -100,6 +100,14 @@ class DefaultEngineFactory:
             return module.loads(blob, step=step, **options)
 
         return ProfileFloor.load(data, step=step, inner=inner) if _floored(spec) else inner(data)
+
+    def validate(self, spec: ModelSpec, *, step: int) -> None:
+        """Create ``spec``'s engine unfitted, which runs its name and parameter checks; a
+        constructor's own TypeError/ValueError is reported as the EngineError it means."""
+        try:
+            self.create(spec, step=step)
+        except (TypeError, ValueError) as exc:
+            raise EngineError(str(exc)) from None
 
     def cold_start(self, *, step: int) -> ModelEngine:
         """The built-in profile without a fitted state: median and MAD of each context."""

@@ -18,6 +18,7 @@ import numpy as np
 from openanomaly.domain.scoring import Scored
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline
+from openanomaly.domain.text import shorten
 from openanomaly.domain.windows import windows
 from openanomaly.errors import NoData, NotEnoughHistory
 from openanomaly.ports import EngineFactory, MetricsReader, ModelEngine
@@ -88,7 +89,7 @@ def backtest(
     lead = max(pipeline.train.window, pipeline.infer.context)
     full = reader.query_range(pipeline.query, start - lead, end, pipeline.step)
     if not len(full):
-        raise NoData(pipeline.query, start - lead, end)
+        raise NoData(shorten(pipeline.query), start - lead, end)
     plan = windows(pipeline, start, end)
     target = full.between(plan[0].start if plan else start, end)
     keys = {k: i for i, k in enumerate(target.keys)}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
@@ -23,6 +23,7 @@ from openanomaly.ports import (
     Telemetry,
 )
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
+from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.trainer import Trainer
 
@@ -40,6 +41,7 @@ class Service:
     inferencer: Inferencer
     telemetry: Telemetry
     clock: Clock = time.time
+    health: PipelineHealth = field(default_factory=PipelineHealth)
 
     def __post_init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
@@ -56,10 +58,12 @@ class Service:
                 else:
                     result = self.inferencer.infer(pipeline, job.start, job.end)
                     self.telemetry.inferred(result)
-        except Exception:
+        except Exception as exc:
             self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
+            self.health.failed(job.pipeline_id, job.kind, exc)
             raise
         self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
+        self.health.succeeded(job.pipeline_id)
         return result
 
     def run_logged(self, job: Job) -> None:
@@ -82,6 +86,9 @@ class Service:
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
         pipeline = self.pipelines.get(pipeline_id)
         return due_window(pipeline, self.checkpoints.last_end(pipeline_id), self.clock())
+
+    def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
+        return self.health.failed(pipeline_id, what, exc)
 
     def needs_training(self, pipeline_id: str) -> bool:
         pipeline = self.pipelines.get(pipeline_id)

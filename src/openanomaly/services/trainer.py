@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline, spec_hash
+from openanomaly.domain.text import shorten
 from openanomaly.errors import NoData
 from openanomaly.ports import ArtifactStore, Clock, EngineFactory, MetricsReader, ModelRegistry
 
@@ -46,7 +47,7 @@ class Trainer:
         if engine.requires_fit:
             history = self._reader.query_range(pipeline.query, start, end, pipeline.step)
             if not len(history):
-                raise NoData(pipeline.query, start, end)
+                raise NoData(shorten(pipeline.query), start, end)
             engine.fit(history)
             series = len(history)
         fit_seconds = time.perf_counter() - began

@@ -78,6 +78,10 @@ class Locator:
                 seen.setdefault(key.value, key.start_mark.line + 1)
         return problems
 
+    def problem(self, loc: Loc, message: str) -> Problem:
+        """A problem found past the schema (an unknown engine...), at the line of ``loc``."""
+        return self._problem(loc, message)
+
     def _problem(self, loc: Loc, message: str) -> Problem:
         line = self.line(loc)
         return line, self._format(line, loc, message)

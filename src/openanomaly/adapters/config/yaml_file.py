@@ -19,6 +19,7 @@ from openanomaly.adapters.config._yaml_locate import Locator, Problem
 from openanomaly.adapters.files import write_atomic
 from openanomaly.domain.spec import Pipeline, PipelineFile
 from openanomaly.errors import ConfigError, NotFound, StoreError
+from openanomaly.ports import PipelineCheck
 
 _Raw = list[Any]
 """The pipelines of a file as parsed from YAML, before validation."""
@@ -38,21 +39,24 @@ class PipelineFileError(ConfigError):
         self.where = where
 
 
-def load_pipeline_file(path: str | os.PathLike[str]) -> list[Pipeline]:
-    """The pipelines of a YAML file, in file order.
+def load_pipeline_file(
+    path: str | os.PathLike[str], *, check: PipelineCheck | None = None
+) -> list[Pipeline]:
+    """The pipelines of a YAML file, in file order; ``check`` finds what the schema cannot
+    (unknown engines and parameters, bad cron...), reported with lines like schema errors.
 
     Raises:
         PipelineFileError: The file is missing, is not YAML, or breaks the schema; its
             ``messages`` list every problem with its line, e.g.
             ``pipelines.yaml:14: pipelines[1].scoring.interval: Input should be less than 1``.
     """
-    return list(_parse(_read(Path(path)), str(path)).pipelines.values())
+    return list(_parse(_read(Path(path)), str(path), check).pipelines.values())
 
 
-def validate_file(path: str | os.PathLike[str]) -> list[str]:
+def validate_file(path: str | os.PathLike[str], *, check: PipelineCheck | None = None) -> list[str]:
     """Every problem of a pipeline file as ``file:line: ...`` messages; empty when valid."""
     try:
-        load_pipeline_file(path)
+        load_pipeline_file(path, check=check)
     except PipelineFileError as exc:
         return exc.messages
     return []
@@ -76,12 +80,12 @@ def _read(path: Path) -> str:
         raise PipelineFileError(str(path), [f"{path}: cannot read: {exc}"]) from None
 
 
-def _parse(text: str, where: str) -> _Document:
+def _parse(text: str, where: str, check: PipelineCheck | None = None) -> _Document:
     root, data = _compose(text, where)
     if root is None or data is None:
         return _Document()
     items, bare = _items(root, data, where)
-    parsed = _validate(Locator(root, where, bare), {"pipelines": items} if bare else data)
+    parsed = _validate(Locator(root, where, bare), {"pipelines": items} if bare else data, check)
     return _Document({p.id: p for p in parsed.pipelines}, list(items), bare)
 
 
@@ -98,7 +102,9 @@ def _items(root: yaml.Node, data: Any, where: str) -> tuple[Any, bool]:
     return data.get("pipelines", []), False
 
 
-def _validate(locator: Locator, data: dict[str, Any]) -> PipelineFile:
+def _validate(
+    locator: Locator, data: dict[str, Any], check: PipelineCheck | None = None
+) -> PipelineFile:
     dup_ids = locator.duplicate_ids(data.get("pipelines"))
     problems: list[Problem] = locator.duplicate_keys() + dup_ids
     try:
@@ -108,10 +114,20 @@ def _validate(locator: Locator, data: dict[str, Any]) -> PipelineFile:
         # with lines (and even when other errors stop pydantic from reaching it).
         errors = [e for e in exc.errors(include_url=False) if not (dup_ids and e["loc"] == ())]
         problems += [locator.schema_error(e) for e in errors]
+    else:
+        problems += _checked(locator, parsed, check) if check is not None else []
     if problems:
         messages = [m for _, m in sorted(problems, key=lambda p: p[0])]
         raise PipelineFileError(locator.where, messages)
     return parsed
+
+
+def _checked(locator: Locator, parsed: PipelineFile, check: PipelineCheck) -> list[Problem]:
+    return [
+        locator.problem(("pipelines", i, *loc), message)
+        for i, pipeline in enumerate(parsed.pipelines)
+        for loc, message in check(pipeline)
+    ]
 
 
 def _compose(text: str, where: str) -> tuple[yaml.Node | None, Any]:

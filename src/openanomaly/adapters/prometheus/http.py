@@ -7,8 +7,11 @@ the same error wording.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import logging
 import ssl
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Self, TypeVar
@@ -25,6 +28,7 @@ from tenacity import (
     wait_none,
 )
 
+from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
@@ -32,6 +36,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 USER_AGENT = "openanomaly"
+
+MAX_RETRY_AFTER = 30.0
+"""Longest wait honoured from a ``Retry-After`` header, in seconds (the backoff's own cap)."""
 
 
 @dataclass(frozen=True)
@@ -139,8 +146,34 @@ def is_retryable(status: int) -> bool:
 
 def unreachable(url: str, exc: httpx.TransportError) -> TsdbUnavailable:
     """The error for a connection failure or timeout talking to ``url``."""
-    detail = str(exc) or type(exc).__name__
-    return TsdbUnavailable(f"cannot reach TSDB at {url}: {detail}", url=url)
+    detail = mask_url(str(exc) or type(exc).__name__)
+    return TsdbUnavailable(f"cannot reach TSDB at {mask_url(url)}: {detail}", url=url)
+
+
+def overloaded(message: str, url: str, response: httpx.Response) -> TsdbUnavailable:
+    """The error for a retryable answer (5xx, 429), carrying the server's ``Retry-After``."""
+    return TsdbUnavailable(
+        message, url=url, status=response.status_code, retry_after=retry_after(response)
+    )
+
+
+def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """The wait a 429/503 asks for: ``Retry-After`` in seconds or as an HTTP date, capped at
+    ``MAX_RETRY_AFTER``; None without a usable header."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # an obsolete date form: HTTP dates are GMT
+            when = when.replace(tzinfo=datetime.UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def call_with_retries(fn: Callable[[], T], *, attempts: int, backoff: float, what: str) -> T:
@@ -151,7 +184,7 @@ def call_with_retries(fn: Callable[[], T], *, attempts: int, backoff: float, wha
     """
     retrying = Retrying(
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential(multiplier=backoff, max=30) if backoff > 0 else wait_none(),
+        wait=_wait(backoff),
         retry=retry_if_exception_type(TsdbUnavailable),
         before_sleep=_log_retry(what),
         reraise=True,
@@ -164,6 +197,18 @@ def call_with_retries(fn: Callable[[], T], *, attempts: int, backoff: float, wha
         raise TsdbUnavailable(
             f"{exc} (gave up after {attempts} attempts)", url=exc.url, status=exc.status
         ) from None
+
+
+def _wait(backoff: float) -> Callable[[RetryCallState], float]:
+    """Exponential backoff, or longer when the server said how long (``Retry-After``)."""
+    base = wait_exponential(multiplier=backoff, max=30) if backoff > 0 else wait_none()
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = exc.retry_after if isinstance(exc, TsdbUnavailable) else None
+        return max(base(state), asked or 0.0)
+
+    return wait
 
 
 def _log_retry(what: str) -> Callable[[RetryCallState], None]:

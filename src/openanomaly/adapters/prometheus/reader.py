@@ -20,10 +20,12 @@ from openanomaly.adapters.prometheus.http import (
     ClientOwner,
     call_with_retries,
     is_retryable,
+    overloaded,
     response_message,
     unreachable,
 )
 from openanomaly.domain.series import IntArray, SeriesBatch
+from openanomaly.domain.text import shorten
 from openanomaly.errors import QueryError, TooManySeries, TsdbUnavailable
 
 logger = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ class PrometheusReader(ClientOwner):
         chunks = [grid[i : i + self._max_points] for i in range(0, grid.size, self._max_points)]
         batch = stitch(self._fetch_all(query, chunks, step), grid)
         if self._max_series is not None and len(batch) > self._max_series:  # chunks differ
-            raise TooManySeries(len(batch), self._max_series, query=query)
+            raise TooManySeries(len(batch), self._max_series, query=shorten(query))
         return batch
 
     def _fetch_all(self, query: str, chunks: Sequence[IntArray], step: int) -> list[Result]:
@@ -139,7 +141,9 @@ class PrometheusReader(ClientOwner):
             if chunk.size < 2 or isinstance(exc, TooManySeries) or not _too_big(exc):
                 raise
         half = chunk.size // 2
-        logger.info("TSDB refused %d steps of %r as too big: asking halves", chunk.size, query)
+        logger.info(
+            "TSDB refused %d steps of %r as too big: asking halves", chunk.size, shorten(query)
+        )
         return self._fetch(query, chunk[:half], step) + self._fetch(query, chunk[half:], step)
 
     def _post(self, form: dict[str, str]) -> Result:
@@ -155,31 +159,31 @@ class PrometheusReader(ClientOwner):
     def _refusal(self, response: httpx.Response, query: str) -> QueryError | TsdbUnavailable:
         status, message = response.status_code, response_message(response)
         if is_retryable(status):
-            return TsdbUnavailable(
+            return overloaded(
                 f"TSDB at {self.endpoint} answered HTTP {status}: {message}",
-                url=self.endpoint,
-                status=status,
+                self.endpoint,
+                response,
             )
-        return QueryError(f"{message} (query: {query})", url=self.endpoint, status=status)
+        return QueryError(f"{message} (query: {shorten(query)})", url=self.endpoint, status=status)
 
     def _matrix(self, response: httpx.Response, query: str) -> Result:
         try:
             body = decode_matrix(response.content, max_series=self._max_series)
         except TooManySeries as exc:
-            raise TooManySeries(exc.count, exc.limit, query=query) from None
+            raise TooManySeries(exc.count, exc.limit, query=shorten(query)) from None
         except (orjson.JSONDecodeError, ValueError):
             raise QueryError(
-                f"{self.endpoint} did not answer like a Prometheus API (query: {query})",
+                f"{self.endpoint} did not answer like a Prometheus API (query: {shorten(query)})",
                 url=self.endpoint,
                 status=response.status_code,
             ) from None
         if body.result_type != "matrix":
             raise QueryError(
-                f"expected a matrix result, got {body.result_type!r} (query: {query})",
+                f"expected a matrix result, got {body.result_type!r} (query: {shorten(query)})",
                 url=self.endpoint,
             )
         for warning in body.warnings:
-            logger.warning("TSDB warning for %r: %s", query, warning)
+            logger.warning("TSDB warning for %r: %s", shorten(query), warning)
         return body
 
 

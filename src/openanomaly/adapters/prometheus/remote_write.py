@@ -22,12 +22,13 @@ from openanomaly.adapters.prometheus.http import (
     ClientOwner,
     call_with_retries,
     is_retryable,
+    overloaded,
     response_message,
     unreachable,
 )
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import FloatArray, IntArray
-from openanomaly.errors import TsdbUnavailable, WriteRejected
+from openanomaly.errors import WriteRejected
 from openanomaly.ports import Flavor
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class Samples:
     ts_ms: list[int]
     values: list[float]
     dropped_future: int
+    dropped_nonfinite: int = 0
 
 
 def flatten(series: Sequence[OutputSeries], *, max_ts: int | None = None) -> Samples:
@@ -64,17 +66,19 @@ def flatten(series: Sequence[OutputSeries], *, max_ts: int | None = None) -> Sam
     Vectorized over all series at once: a write of 40,000 one-sample series must not pay for
     40,000 rounds of small numpy calls.
     """
-    sid, ts, vs = _concat(series)
-    keep = np.isfinite(vs)
+    sid, ts, all_vs = _concat(series)
+    keep = np.isfinite(all_vs)
     future = keep & (ts > max_ts) if max_ts is not None else np.zeros_like(keep)
+    nonfinite = int(all_vs.size - keep.sum())
     keep &= ~future
-    sid, ts, vs = _by_series_and_time(sid[keep], ts[keep], vs[keep])
+    sid, ts, vs = _by_series_and_time(sid[keep], ts[keep], all_vs[keep])
     return Samples(
         labels=[s.labels for s in series],
         bounds=np.searchsorted(sid, np.arange(len(series) + 1)).tolist(),
         ts_ms=(ts * 1000).tolist(),
         values=vs.tolist(),
         dropped_future=int(future.sum()),
+        dropped_nonfinite=nonfinite,
     )
 
 
@@ -130,6 +134,8 @@ class RemoteWriteWriter(ClientOwner):
         max_retries: retries of a request after a 5xx, a 429 or a connection error.
         backoff: first retry delay in seconds, doubled at each retry.
         clock: current unix time, for the future-sample cut-off.
+        on_drop: told ``(reason, count)`` of the samples not sent: ``non_finite`` (no value:
+            a missing input point) or ``future``; the service counts them in ``/metrics``.
     """
 
     def __init__(
@@ -142,6 +148,7 @@ class RemoteWriteWriter(ClientOwner):
         max_retries: int = 5,
         backoff: float = 0.5,
         clock: Callable[[], float] = time.time,
+        on_drop: Callable[[str, int], None] | None = None,
     ) -> None:
         if batch_samples < 1:
             raise ValueError(f"batch_samples must be >= 1, got {batch_samples}")
@@ -156,6 +163,7 @@ class RemoteWriteWriter(ClientOwner):
         self._attempts = max_retries + 1
         self._backoff = backoff
         self._clock = clock
+        self._on_drop = on_drop
 
     def write(self, series: Sequence[OutputSeries]) -> int:
         """Send the finite samples of ``series``; returns how many samples were sent.
@@ -176,6 +184,11 @@ class RemoteWriteWriter(ClientOwner):
                 FUTURE_TOLERANCE,
                 self.flavor,
             )
+        if samples.dropped_nonfinite:
+            logger.debug("dropped %d non-finite samples", samples.dropped_nonfinite)
+        if self._on_drop is not None:
+            self._on_drop("future", samples.dropped_future)
+            self._on_drop("non_finite", samples.dropped_nonfinite)
         sent = 0
         for body, count in encode(samples, self._batch_samples):
             try:
@@ -215,10 +228,10 @@ class RemoteWriteWriter(ClientOwner):
             return
         status, message = response.status_code, response_message(response)
         if is_retryable(status):
-            raise TsdbUnavailable(
+            raise overloaded(
                 f"remote write to {self.url} failed with HTTP {status}: {message}",
-                url=self.url,
-                status=status,
+                self.url,
+                response,
             )
         raise WriteRejected(
             f"remote write to {self.url} refused with HTTP {status}: {message}",

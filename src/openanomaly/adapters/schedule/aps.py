@@ -16,6 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobDispatcher, JobPlanner
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class ApsScheduler:
         self._sync_every = sync_every
 
     def start(self) -> None:
-        self.sync(self._planner.enabled_pipelines())
+        self._resync()  # a store that cannot be read yet is retried by the sync job
         self._aps.add_job(
             self._resync,
             IntervalTrigger(seconds=self._sync_every),
@@ -64,11 +65,26 @@ class ApsScheduler:
         for pid, p in wanted.items():
             if self._specs.get(pid) != p:
                 self._remove(pid)
-                self._add(p)
+                self._add_isolated(p)
+
+    def _add_isolated(self, p: Pipeline) -> None:
+        """Schedule ``p``; if that fails (a cron the trigger refuses, an engine that cannot be
+        built), ``p`` is marked broken and left out until its spec changes, and the other
+        pipelines are scheduled as usual. After an outage (the store down) it is tried again
+        at the next sync."""
+        try:
+            self._add(p)
+        except Exception as exc:
+            self._remove(p.id)
+            if self._planner.pipeline_failed(p.id, "schedule", exc):
+                self._specs[p.id] = p
+            log.error("pipeline=%s not scheduled: %s", p.id, _describe(exc))
 
     def _resync(self) -> None:
         try:
             self.sync(self._planner.enabled_pipelines())
+        except OpenAnomalyError as exc:
+            log.error("pipeline sync failed, keeping the current schedule: %s", exc)
         except Exception:
             log.exception("pipeline sync failed; keeping the current schedule")
 
@@ -106,8 +122,15 @@ class ApsScheduler:
             window = self._planner.due_infer(pid)
             if window is not None:
                 self._dispatcher.submit(window)
+        except OpenAnomalyError as exc:
+            self._planner.pipeline_failed(pid, "tick", exc)
+            log.error("inference tick for pipeline=%s failed: %s", pid, exc)
         except Exception:
             log.exception("inference tick for pipeline=%s failed", pid)
 
     def _train(self, pid: str) -> None:
         self._dispatcher.submit(self._planner.train_job(pid))
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, OpenAnomalyError) else f"{type(exc).__name__}: {exc}"

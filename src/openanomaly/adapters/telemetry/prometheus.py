@@ -3,6 +3,7 @@ one, so tests and several services in one process do not collide."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from prometheus_client import (
@@ -54,6 +55,29 @@ class PrometheusTelemetry:
             ["kind", "pipeline"],
             registry=self.registry,
         )
+
+        self.dropped = Counter(
+            "openanomaly_samples_dropped",
+            "Output samples not written: non_finite (no input point) or future",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.broken = Gauge(
+            "openanomaly_pipeline_broken",
+            "1 while a pipeline fails in a way a retry does not fix (see its status)",
+            ["pipeline"],
+            registry=self.registry,
+        )
+
+    def samples_dropped(self, reason: str, count: int) -> None:
+        self.dropped.labels(reason).inc(count)
+
+    def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
+        """One sample per pipeline: 1 for those in ``broken``, 0 for the rest."""
+        self.broken.clear()
+        down = set(broken)
+        for pid in {*pipelines, *down}:
+            self.broken.labels(pid).set(pid in down)
 
     def job_done(
         self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float

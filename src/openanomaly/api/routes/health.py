@@ -27,5 +27,11 @@ def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
 
 @router.get("/metrics")
 def metrics(container: ContainerDep) -> Response:
+    service = container.service
+    try:
+        ids = [p.id for p in service.pipelines.list()]
+    except OpenAnomalyError:
+        ids = []  # the store is down: still report the broken ones (and the rest of /metrics)
+    container.telemetry.pipelines_broken(ids, service.health.broken())
     body, content_type = container.telemetry.exposition()
     return Response(body, media_type=content_type)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,6 +11,7 @@ from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError
+from openanomaly.services.validation import PipelineValidator, pipeline_status
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
 
@@ -22,6 +24,19 @@ def list_pipelines(service: ServiceDep) -> list[Pipeline]:
 @router.get("/{pipeline_id}")
 def get_pipeline(pipeline_id: str, service: ServiceDep) -> Pipeline:
     return service.pipelines.get(pipeline_id)
+
+
+@router.get("/{pipeline_id}/status")
+def get_status(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
+    """Whether the pipeline can run: problems found by the checks (an engine not installed...)
+    and, when it failed at run time in this process, why it is broken."""
+    service, settings = container.service, container.settings
+    status = pipeline_status(
+        service.pipelines.get(pipeline_id),
+        PipelineValidator(service.engines, max_steps=settings.max_range_steps),
+        service.health.reason(pipeline_id),
+    )
+    return {**dataclasses.asdict(status), "ok": status.ok}
 
 
 @router.put("/{pipeline_id}")
