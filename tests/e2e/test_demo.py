@@ -139,6 +139,8 @@ def test_ctrl_c_ends_it_at_once_with_code_130_and_no_traceback(tmp_path: Path) -
         if proc.poll() is None:
             proc.kill()
         reader.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
     out += list(lines.queue)
     text = "".join(out)
     assert code == 130, text
