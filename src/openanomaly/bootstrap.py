@@ -16,10 +16,12 @@ from openanomaly.ports import (
     Clock,
     EngineFactory,
     JobDispatcher,
+    LeaseStore,
     MetricsReader,
     MetricsWriter,
     ModelRegistry,
     PipelineStore,
+    SampleReader,
 )
 from openanomaly.services.cache import ModelCache
 from openanomaly.services.inferencer import Inferencer
@@ -51,14 +53,16 @@ def bootstrap(
     artifacts: ArtifactStore | None = None,
     engines: EngineFactory | None = None,
     dispatcher: JobDispatcher | None = None,
+    samples: SampleReader | None = None,
     clock: Clock = time.time,
 ) -> Container:
     """Build every adapter the settings ask for, unless a test hands one in."""
     settings = settings or load_settings()
-    if reader is None or writer is None:
-        tsdb_reader, tsdb_writer = _tsdb(settings)
+    if reader is None or writer is None or samples is None:
+        tsdb_reader, tsdb_writer, tsdb_samples = _tsdb(settings)
         reader = reader or tsdb_reader
         writer = writer or tsdb_writer
+        samples = samples or (reader if isinstance(reader, SampleReader) else tsdb_samples)
     if (
         registry is None
         or checkpoints is None
@@ -97,10 +101,12 @@ def bootstrap(
             artifacts=artifacts,
             registry=registry,
             checkpoints=checkpoints,
+            samples=samples,
             cache=ModelCache(),
         ),
         metrics=ServiceMetrics(),
         clock=clock,
+        leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
     )
     if dispatcher is None:
         from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
@@ -109,10 +115,11 @@ def bootstrap(
     return Container(settings, service, dispatcher, reader, writer)
 
 
-def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter]:
+def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
     from openanomaly.adapters.prometheus.http import build_client
     from openanomaly.adapters.prometheus.reader import PrometheusReader
-    from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
+    from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
+    from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
 
     t = settings.tsdb
     client = build_client(t)
@@ -122,7 +129,10 @@ def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter]:
     writer = RemoteWriteWriter(
         t.remote_write_url, client=client, flavor=t.flavor, batch_samples=t.write_batch_samples
     )
-    return reader, writer
+    samples = PrometheusSampleReader(
+        t.url, client=client, settle=READBACK_SETTLE.get(t.flavor, 0.0)
+    )
+    return reader, writer, samples
 
 
 def _artifacts(settings: Settings) -> ArtifactStore:

@@ -92,7 +92,9 @@ def infer(
         spec = c.service.pipelines.get(pipeline)
         to = _time(end) if end else int(c.service.clock())
         window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
-    result = c.service.run(window)
+    # A window of this pipeline running elsewhere (the service's tick) is waited for, then
+    # this run starts where it left off.
+    result = c.service.run(window, wait=c.service.lease_ttl)
     assert isinstance(result, InferResult)
     out.print(
         f"{pipeline} ({iso(result.start)}, {iso(result.end)}]: {result.series} series, "

@@ -5,10 +5,12 @@ it to HTTP status codes in one place (``api/errors.py``); the CLI prints ``str(e
     ├── ConfigError          bad settings or pipeline spec (carries where: file, line, field)
     ├── NotFound             no such pipeline / model version / artifact
     ├── Conflict             already exists
+    ├── PipelineBusy         another process holds the pipeline's lease
     ├── TsdbError            talking to the TSDB failed
     │   ├── QueryError       the TSDB refused the query (bad PromQL...): its own message
     │   ├── TsdbUnavailable  connection refused, timeout, 5xx/429 after retries
-    │   └── WriteRejected    remote write refused with a 4xx (not retried)
+    │   ├── WriteRejected    remote write refused with a 4xx (not retried)
+    │   └── WriteUncertain   a remote write broke off after sending: outcome unknown
     ├── NoData               the query returned no series in the range
     └── EngineError          a model engine failed
         ├── EngineNotInstalled  the optional extra is missing (names it)
@@ -41,6 +43,15 @@ class Conflict(OpenAnomalyError):
         super().__init__(f"{kind} already exists: {ident}")
 
 
+class PipelineBusy(OpenAnomalyError):
+    """Another process runs this pipeline's windows now (it holds the lease), or this one lost
+    the lease while running: nothing more is written or committed by this run."""
+
+    def __init__(self, pipeline_id: str, owner: str | None) -> None:
+        self.pipeline_id, self.owner = pipeline_id, owner
+        super().__init__(f"pipeline {pipeline_id!r} is being inferred by {owner or 'another run'}")
+
+
 class TsdbError(OpenAnomalyError):
     def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
         self.url, self.status = url, status
@@ -57,6 +68,12 @@ class TsdbUnavailable(TsdbError):
 
 class WriteRejected(TsdbError):
     """Remote write refused with a 4xx other than 429: retrying would not help."""
+
+
+class WriteUncertain(TsdbError):
+    """A remote write request was sent and its answer lost (timeout, broken connection): the
+    TSDB may hold it or not. Not retried blindly (VictoriaMetrics would store it twice); the
+    window is completed from what the TSDB holds."""
 
 
 class EngineError(OpenAnomalyError):

@@ -4,22 +4,27 @@ the scheduler and the workers all go through it."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import InferWindow, Job, ModelVersion, TrainJob
 from openanomaly.domain.spec import spec_hash
 from openanomaly.domain.windows import due_window
-from openanomaly.errors import OpenAnomalyError
+from openanomaly.errors import OpenAnomalyError, PipelineBusy
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
     EngineFactory,
     JobDispatcher,
+    LeaseStore,
     MetricsReader,
     ModelRegistry,
     PipelineStore,
@@ -29,6 +34,11 @@ from openanomaly.services.inferencer import Inferencer, InferResult
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+
+def owner_id() -> str:
+    """This process's lease owner id: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 @dataclass
@@ -42,13 +52,19 @@ class Service:
     inferencer: Inferencer
     metrics: ServiceMetrics
     clock: Clock = time.time
+    leases: LeaseStore | None = None
+    """Without one (tests of a single service), only the in-process lock keeps runs apart."""
+    owner: str = field(default_factory=owner_id)
+    lease_ttl: float = 60.0
 
     def __post_init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def run(self, job: Job) -> ModelVersion | InferResult:
-        """Run one job now. Jobs of the same pipeline never overlap in this process."""
+    def run(self, job: Job, *, wait: float = 0.0) -> ModelVersion | InferResult:
+        """Run one job now. Jobs of the same pipeline never overlap in this process, and
+        inference windows of a pipeline never overlap across processes (the lease): if
+        another process holds it for ``wait`` seconds more, PipelineBusy is raised."""
         began = time.perf_counter()
         try:
             with self._lock(job.pipeline_id):
@@ -56,8 +72,14 @@ class Service:
                 if isinstance(job, TrainJob):
                     result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
                 else:
-                    result = self.inferencer.infer(pipeline, job.start, job.end)
+                    with self._lease(job.pipeline_id, wait) as owner:
+                        result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
                     self.metrics.observe_infer(result)
+                    for reason, points in result.skipped.items():
+                        self.metrics.points_skipped(job.pipeline_id, reason, points)
+        except PipelineBusy:
+            self.metrics.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
+            raise
         except Exception:
             self.metrics.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
             raise
@@ -68,6 +90,8 @@ class Service:
         """For workers: run, log a failure with its message (no trace for expected errors)."""
         try:
             self.run(job)
+        except PipelineBusy as exc:
+            log.info("%s job skipped: %s", job.kind, exc)
         except OpenAnomalyError as exc:
             log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
         except Exception:
@@ -100,6 +124,46 @@ class Service:
     def _lock(self, pipeline_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(pipeline_id, threading.Lock())
+
+    @contextmanager
+    def _lease(self, pipeline_id: str, wait: float) -> Iterator[str | None]:
+        """Hold the pipeline's lease (renewed in the background) while the block runs; yields
+        the owner id that fences the run's journal and checkpoint writes."""
+        leases = self.leases
+        if leases is None:
+            yield None
+            return
+        deadline = time.monotonic() + wait
+        while not leases.acquire(pipeline_id, self.owner, self.lease_ttl):
+            if time.monotonic() >= deadline:
+                raise PipelineBusy(pipeline_id, self.checkpoints.state(pipeline_id).owner)
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+        done = threading.Event()
+        renew = threading.Thread(
+            target=_renew,
+            args=(leases, pipeline_id, self.owner, self.lease_ttl, done),
+            name=f"lease-{pipeline_id}",
+            daemon=True,
+        )
+        renew.start()
+        try:
+            yield self.owner
+        finally:
+            done.set()
+            renew.join()
+            leases.release(pipeline_id, self.owner)
+
+
+def _renew(
+    leases: LeaseStore, pipeline_id: str, owner: str, ttl: float, done: threading.Event
+) -> None:
+    while not done.wait(ttl / 3):
+        try:
+            if not leases.acquire(pipeline_id, owner, ttl):
+                log.error("pipeline=%s: lease lost to another process", pipeline_id)
+                return  # the fenced checkpoint refuses this run's next commit
+        except Exception:  # a store hiccup: the next renewal may succeed before expiry
+            log.exception("pipeline=%s: lease renewal failed", pipeline_id)
 
 
 def submit_due(service: Service, dispatcher: JobDispatcher, pipeline_id: str) -> bool:

@@ -36,6 +36,13 @@ class ServiceMetrics:
             ["pipeline"],
             registry=self.registry,
         )
+        self.skipped = Counter(
+            "openanomaly_points_skipped",
+            "Points not scored: catchup (an outage beyond infer.max_catchup) or too_old (behind "
+            "the TSDB's write horizon)",
+            ["pipeline", "reason"],
+            registry=self.registry,
+        )
         self.last_success = Gauge(
             "openanomaly_last_success_timestamp_seconds",
             "End of a job's last successful run",
@@ -53,6 +60,9 @@ class ServiceMetrics:
         self.points.labels(result.pipeline_id).inc(result.points)
         self.anomalies.labels(result.pipeline_id).inc(result.anomalies)
         self.samples.labels(result.pipeline_id).inc(result.samples_written)
+
+    def points_skipped(self, pipeline: str, reason: str, points: int) -> None:
+        self.skipped.labels(pipeline, reason).inc(points)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
