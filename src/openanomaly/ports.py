@@ -133,9 +133,12 @@ class CheckpointStore(Protocol):
 class LeaseStore(Protocol):
     """One process at a time runs a pipeline's windows: a lease with an owner and an expiry."""
 
-    def acquire(self, pipeline_id: str, owner: str, ttl: float) -> bool:
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
         """Take the lease, or renew it if ``owner`` holds it, for ``ttl`` seconds; False while
-        another owner holds an unexpired one. Atomic across processes."""
+        another owner holds an unexpired one, unless that owner is ``replace`` (known dead).
+        Atomic across processes."""
         ...
 
     def release(self, pipeline_id: str, owner: str) -> None:

@@ -434,6 +434,15 @@ def test_a_lease_has_one_owner_until_it_expires(leased: tuple[Leased, Clock]) ->
     assert store.state("p").owner == "b" and store.state("p").expires == clock.now + 60
 
 
+def test_a_lease_is_replaced_only_from_the_owner_named(leased: tuple[Leased, Clock]) -> None:
+    store, _ = leased
+    store.acquire("p", "dead", ttl=60)
+    assert not store.acquire("p", "b", ttl=60, replace="someone-else")
+    assert store.acquire("p", "b", ttl=60, replace="dead")
+    assert not store.acquire("p", "c", ttl=60, replace="dead")  # "b" holds it now
+    assert store.state("p").owner == "b"
+
+
 def test_release_frees_only_the_owners_lease(leased: tuple[Leased, Clock]) -> None:
     store, _ = leased
     store.acquire("p", "a", ttl=60)

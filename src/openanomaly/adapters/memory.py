@@ -221,11 +221,13 @@ class MemoryRegistry:
                 expires=expires,
             )
 
-    def acquire(self, pipeline_id: str, owner: str, ttl: float) -> bool:
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
         with self._guard:
             now = self._clock()
             holder, expires = self._leases.get(pipeline_id, (owner, now))
-            if holder != owner and expires >= now:
+            if holder not in (owner, replace) and expires >= now:
                 return False
             self._leases[pipeline_id] = (owner, now + ttl)
             return True

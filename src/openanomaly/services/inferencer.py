@@ -62,22 +62,15 @@ class InferResult:
 
 @dataclass(frozen=True)
 class _Run:
-    """What every window of one run shares."""
+    """What every window of one run shares: the range read once, the model, the journalled
+    window to complete (if any), the lease owner fencing the commits, the tally."""
 
     pipeline: Pipeline
     batch: SeriesBatch
     model: ModelEngine | None
     pending: tuple[int, int] | None
-    result: InferResult
     owner: str | None
-
-
-@dataclass(frozen=True)
-class _Skip:
-    pipeline: Pipeline
     result: InferResult
-    series: int
-    owner: str | None
 
 
 class Inferencer:
@@ -119,16 +112,16 @@ class Inferencer:
             pipeline.query, plan[0].start - pipeline.infer.context, end, pipeline.step
         )
         result.timings["read"] = time.perf_counter() - t0
-        if state.last_end is not None and state.last_end < start:
-            self._skip(_Skip(pipeline, result, len(batch), owner), state.last_end, start, "catchup")
-        plan = self._writable(_Skip(pipeline, result, len(batch), owner), plan)
+        t1 = time.perf_counter()
         version = self._active(pipeline)
         model = self._model(pipeline, version)
         result.model_version = version.version if version else None
-        run = _Run(pipeline, batch, model, state.pending, result, owner)
-        for w in plan:
+        result.timings["model"] = time.perf_counter() - t1
+        run = _Run(pipeline, batch, model, state.pending, owner, result)
+        if state.last_end is not None and state.last_end < start:
+            self._skip(run, state.last_end, start, "catchup")
+        for w in self._writable(run, plan):
             self._window(run, w)
-        result.timings["total"] = time.perf_counter() - t0
         log.info(
             "inferred pipeline=%s range=(%d,%d] windows=%d series=%d points=%d anomalies=%d "
             "cold=%d samples=%d recovered=%d",
@@ -148,32 +141,23 @@ class Inferencer:
     def _window(self, run: _Run, w: InferWindow) -> None:
         """Score, journal, write (only what is missing if an earlier run may have written
         part of it), commit."""
-        pipeline, batch, model, pending, result, owner = (
-            run.pipeline,
-            run.batch,
-            run.model,
-            run.pending,
-            run.result,
-            run.owner,
-        )
-        t0 = time.perf_counter()
+        pipeline, result = run.pipeline, run.result
         scores = score_window(
-            pipeline, batch, start=w.start, end=w.end, model=model, engines=self._engines
+            pipeline, run.batch, start=w.start, end=w.end, model=run.model, engines=self._engines
         )
         outputs = build_outputs(
             scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
         )
         outputs, too_old = drop_before(outputs, self._writer.oldest_accepted())
-        t1 = time.perf_counter()
+        t0 = time.perf_counter()
         if outputs:
-            self._checkpoints.begin(pipeline.id, w.start, w.end, owner=owner)
-            resumed = pending is not None and pending[0] < w.end and w.start < pending[1]
-            if resumed:
+            self._checkpoints.begin(pipeline.id, w.start, w.end, owner=run.owner)
+            if run.pending is not None and run.pending[0] < w.end and w.start < run.pending[1]:
                 outputs = self._missing(pipeline, outputs, w)
                 result.recovered += 1
             result.samples_written += self._writer.write(outputs) if outputs else 0
-        t2 = time.perf_counter()
-        self._checkpoints.advance(pipeline.id, w.end, owner=owner)
+        result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - t0
+        self._checkpoints.advance(pipeline.id, w.end, owner=run.owner)
         if too_old:
             result.skipped["too_old"] = result.skipped.get("too_old", 0) + too_old
             log.warning(
@@ -183,19 +167,7 @@ class Inferencer:
                 w.end,
                 too_old,
             )
-        s = scores.scored.score
-        result.windows += 1
-        result.series = max(result.series, len(scores.batch))
-        result.points += int(np.isfinite(s).sum())
-        result.anomalies += int((s > 1).sum())
-        result.cold_series = max(result.cold_series, scores.cold)
-        for phase, seconds in (
-            ("model", scores.model_seconds),
-            ("score", scores.score_seconds),
-            ("write", t2 - t1),
-            ("window", t1 - t0),
-        ):
-            result.timings[phase] = result.timings.get(phase, 0.0) + seconds
+        _tally(result, scores)
 
     def _missing(
         self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow
@@ -216,18 +188,19 @@ class Inferencer:
         )
         return todo
 
-    def _writable(self, at: _Skip, plan: list[InferWindow]) -> list[InferWindow]:
+    def _writable(self, run: _Run, plan: list[InferWindow]) -> list[InferWindow]:
         """The windows with samples the TSDB still takes; the checkpoint moves over the rest."""
         oldest = self._writer.oldest_accepted()
         if oldest is None or plan[0].end >= oldest:
             return plan
         keep = [w for w in plan if w.end >= oldest]
         last_old = plan[len(plan) - len(keep) - 1].end
-        self._skip(at, plan[0].start, last_old, "too_old")
+        self._skip(run, plan[0].start, last_old, "too_old")
         return keep
 
-    def _skip(self, at: _Skip, start: int, end: int, reason: str) -> None:
-        pipeline, result, series, owner = at.pipeline, at.result, at.series, at.owner
+    def _skip(self, run: _Run, start: int, end: int, reason: str) -> None:
+        """Move the checkpoint over ``(start, end]`` unscored, and say how much that is."""
+        pipeline, result, series = run.pipeline, run.result, len(run.batch)
         points = points_between(pipeline, start, end) * series
         why = {
             "catchup": "the outage is longer than infer.max_catchup",
@@ -243,7 +216,7 @@ class Inferencer:
             why,
         )
         result.skipped[reason] = result.skipped.get(reason, 0) + points
-        self._checkpoints.advance(pipeline.id, end, owner=owner)
+        self._checkpoints.advance(pipeline.id, end, owner=run.owner)
 
     def _active(self, pipeline: Pipeline) -> ModelVersion | None:
         version = self._registry.active(pipeline.id)
@@ -271,6 +244,17 @@ class Inferencer:
                 model = self._engines.load(pipeline.model, data, step=pipeline.step)
             self._cache.put(key, model)
         return model
+
+
+def _tally(result: InferResult, scores: WindowScores) -> None:
+    s = scores.scored.score
+    result.windows += 1
+    result.series = max(result.series, len(scores.batch))
+    result.points += int(np.isfinite(s).sum())
+    result.anomalies += int((s > 1).sum())
+    result.cold_series = max(result.cold_series, scores.cold)
+    for phase, seconds in (("model", scores.model_seconds), ("score", scores.score_seconds)):
+        result.timings[phase] = result.timings.get(phase, 0.0) + seconds
 
 
 __all__ = ["InferResult", "Inferencer", "WindowScores", "score_window"]

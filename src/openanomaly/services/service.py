@@ -36,9 +36,34 @@ from openanomaly.services.trainer import Trainer
 log = logging.getLogger(__name__)
 
 
+_LIVE_OWNERS: set[str] = set()  # the owner ids of the Services of this process
+
+
 def owner_id() -> str:
-    """This process's lease owner id: host, pid and a random part (pids are reused)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """A lease owner id: host, pid and a random part (pids are reused)."""
+    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    _LIVE_OWNERS.add(owner)
+    return owner
+
+
+def dead_owner(owner: str | None) -> bool:
+    """Whether ``owner`` was a process of this host that is gone (``kill -9``, a restarted
+    container with the same pid): its lease need not be waited out. Other hosts' owners are
+    only ever taken over when their lease expires."""
+    host, _, rest = (owner or "").partition(":")
+    pid_text, _, _ = rest.partition(":")
+    if not pid_text.isdigit() or host != socket.gethostname() or owner in _LIVE_OWNERS:
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True  # our pid, not one of our owners: an earlier process that had it
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 @dataclass
@@ -135,8 +160,14 @@ class Service:
             return
         deadline = time.monotonic() + wait
         while not leases.acquire(pipeline_id, self.owner, self.lease_ttl):
+            holder = self.checkpoints.state(pipeline_id).owner
+            if dead_owner(holder) and leases.acquire(
+                pipeline_id, self.owner, self.lease_ttl, replace=holder
+            ):
+                log.warning("pipeline=%s: took over the lease of %s (gone)", pipeline_id, holder)
+                break
             if time.monotonic() >= deadline:
-                raise PipelineBusy(pipeline_id, self.checkpoints.state(pipeline_id).owner)
+                raise PipelineBusy(pipeline_id, holder)
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         done = threading.Event()
         renew = threading.Thread(

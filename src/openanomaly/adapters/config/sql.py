@@ -278,14 +278,16 @@ class SqlStore:
 
     # -- LeaseStore ----------------------------------------------------------------------------
 
-    def acquire(self, pipeline_id: str, owner: str, ttl: float) -> bool:
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
         now = self._clock()
+        takeable = [leases.c.owner == owner, leases.c.expires_at < now]
+        if replace is not None:
+            takeable.append(leases.c.owner == replace)
         take = (
             leases.update()
-            .where(
-                leases.c.pipeline_id == pipeline_id,
-                sa.or_(leases.c.owner == owner, leases.c.expires_at < now),
-            )
+            .where(leases.c.pipeline_id == pipeline_id, sa.or_(*takeable))
             .values(owner=owner, expires_at=now + ttl)
         )
         row = {"pipeline_id": pipeline_id, "owner": owner, "expires_at": now + ttl}
