@@ -35,7 +35,7 @@ from openanomaly.ports import MetricsWriter
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
-from tests.servers import TsdbServer
+from tests.servers import TsdbServer, start_victoriametrics
 
 pytestmark = pytest.mark.integration
 
@@ -212,3 +212,21 @@ def test_two_services_on_one_database_write_each_window_once(
         t.join()
     assert not errors
     assert len(once(raw(tsdb, p.id))) == 4 * 6 * 30
+
+
+def test_read_back_sees_what_was_just_written_on_a_default_victoriametrics(
+    tmp_path: Path,
+) -> None:
+    # Production VictoriaMetrics keeps its 30 s -search.latencyOffset and its ~1 s ingestion
+    # buffer: the read-back must still see a sample written a moment ago at "now".
+    server = start_victoriametrics(tmp_path, latency_offset="")
+    try:
+        now = int(time.time())
+        ts = np.arange(now - 240, now + 1, STEP)
+        written = OutputSeries({"__name__": "oa_eo_fresh", "pipeline": "x"}, ts, ts * 1.0)
+        RemoteWriteWriter(server.write_url, flavor="victoriametrics").write([written])
+        reader = PrometheusSampleReader(server.url, settle=READBACK_SETTLE["victoriametrics"])
+        got = reader.timestamps('{__name__="oa_eo_fresh"}', now - 300, now)
+        assert [t.tolist() for t in got.values()] == [ts.tolist()]
+    finally:
+        server.stop()

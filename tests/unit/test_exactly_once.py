@@ -125,6 +125,20 @@ def due(p: Pipeline, now: float) -> InferWindow:
     return window
 
 
+@pytest.mark.parametrize("behaves", ["prometheus", "victoriametrics"])
+def test_a_lost_answer_is_retried_by_reading_back_not_by_resending(
+    behaves: Behaves, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("openanomaly.services.inferencer.RECOVER_BACKOFF", 0.0)
+    p, now = pipeline(), T0 + 5 * 3600 + 30
+    tsdb, store = MemoryMetrics({"m": panel()}, behaves=behaves, batch_samples=7), MemoryRegistry()
+    tsdb.lost_answers = {3, 40, 41}
+    result = service(tsdb, store, p, now=now).run(due(p, now))
+    assert tsdb.duplicates() == 0 and result.windows == 12
+    each_once(tsdb, T0 + 4 * 3600, T0 + 5 * 3600, 4)
+    assert store.state("p1").pending is None
+
+
 def test_the_same_range_run_again_or_extended_sends_only_what_is_new() -> None:
     p, now = pipeline(), T0 + 5 * 3600 + 30
     tsdb, store = MemoryMetrics({"m": panel()}), MemoryRegistry()

@@ -17,7 +17,12 @@ import numpy as np
 from openanomaly.domain.records import Job, ModelVersion, OutputSeries, WindowState
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch, series_key
 from openanomaly.domain.spec import ModelSpec, Pipeline
-from openanomaly.errors import NotFound, PipelineBusy, TsdbUnavailable, WriteRejected
+from openanomaly.errors import (
+    NotFound,
+    PipelineBusy,
+    TsdbUnavailable,
+    WriteRejected,
+)
 
 Sample = tuple[int, float]
 SeriesId = tuple[tuple[str, str], ...]
@@ -38,7 +43,9 @@ class MemoryMetrics:
 
     Writes are cut into requests of ``batch_samples`` like the remote writer's;
     ``fail_requests`` holds the numbers (0-based, over the fake's life) of requests that fail
-    with ``TsdbUnavailable`` before reaching the store: a crash or an outage mid-write.
+    with ``TsdbUnavailable`` before reaching the store: a crash or an outage mid-write;
+    ``lost_answers`` those that are stored and then fail with ``WriteUncertain``, as when a
+    timeout cuts the answer off.
     """
 
     def __init__(
@@ -54,6 +61,7 @@ class MemoryMetrics:
         self.batch_samples = batch_samples
         self.oldest = oldest
         self.fail_requests: set[int] = set()
+        self.lost_answers: set[int] = set()
         self.requests = 0
         self.written: list[OutputSeries] = []
         self.stored: dict[SeriesId, list[Sample]] = {}

@@ -22,6 +22,7 @@ from openanomaly.domain.records import InferWindow, ModelVersion, OutputSeries
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import points_between, windows
+from openanomaly.errors import WriteUncertain
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -58,6 +59,11 @@ class InferResult:
     """Points (per series, summed) not scored, by reason: ``catchup`` (beyond
     ``infer.max_catchup``), ``too_old`` (behind the TSDB's write horizon)."""
     timings: dict[str, float] = field(default_factory=dict)
+
+
+RECOVER_ATTEMPTS = 2
+RECOVER_BACKOFF = 0.5
+"""Seconds before the first read-back after a write of unknown outcome, doubled each time."""
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ class Inferencer:
             if run.pending is not None and run.pending[0] < w.end and w.start < run.pending[1]:
                 outputs = self._missing(pipeline, outputs, w)
                 result.recovered += 1
-            result.samples_written += self._writer.write(outputs) if outputs else 0
+            result.samples_written += self._write(pipeline, outputs, w)
         result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - t0
         self._checkpoints.advance(pipeline.id, w.end, owner=run.owner)
         if too_old:
@@ -168,6 +174,21 @@ class Inferencer:
                 too_old,
             )
         _tally(result, scores)
+
+    def _write(self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow) -> int:
+        """Write; when a request's fate is unknown, read back and send what is missing (a
+        retry that cannot duplicate), a few times before leaving the window to the next run."""
+        attempt = 0
+        while True:
+            try:
+                return self._writer.write(outputs) if outputs else 0
+            except WriteUncertain as exc:
+                attempt += 1
+                if attempt > RECOVER_ATTEMPTS or self._samples is None:
+                    raise
+                log.warning("pipeline=%s window=(%d,%d]: %s", pipeline.id, w.start, w.end, exc)
+                time.sleep(RECOVER_BACKOFF * 2 ** (attempt - 1))
+                outputs = self._missing(pipeline, outputs, w)
 
     def _missing(
         self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow

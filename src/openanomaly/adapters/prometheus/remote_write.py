@@ -46,6 +46,10 @@ older than its newest sample minus an hour (half its 2 h block range: "out of bo
 Mimir's ingesters and Thanos Receive run the same TSDB; the 5 minutes of margin let a window
 be written before the limit passes it. VictoriaMetrics takes any timestamp by default."""
 
+REFUSED_5XX = frozenset({503})
+"""The 5xx that mean "not taken, come back later" (with 429): retried as they are. Any other
+5xx leaves the request's fate unknown, and a blind retry could store it twice."""
+
 READBACK_SETTLE: dict[str, float] = {"victoriametrics": 2.0}
 """Seconds after a write before a read-back sees it: VictoriaMetrics makes accepted samples
 searchable about a second later."""
@@ -246,8 +250,9 @@ class RemoteWriteWriter:
 
         Raises:
             WriteRejected: the TSDB refused a request with a 4xx other than 429.
-            TsdbUnavailable: connection error, or 5xx/429 after retries.
-            WriteUncertain: the outcome of a request is unknown.
+            TsdbUnavailable: connection refused, or 503/429 after retries.
+            WriteUncertain: the outcome of a request is unknown (timeout or broken connection
+                after sending, a 500, a gateway's 502/504).
         """
         max_ts = None if self.flavor == "victoriametrics" else self._max_timestamp()
         samples = flatten(series, max_ts=max_ts)
@@ -296,6 +301,13 @@ class RemoteWriteWriter:
         if response.is_success:
             return
         status, message = response.status_code, response_message(response)
+        if status >= 500 and status not in REFUSED_5XX:
+            # A 500 or a gateway's 502/504 does not say whether the TSDB stored the request.
+            raise WriteUncertain(
+                f"remote write to {self.url} failed with HTTP {status}, outcome unknown: {message}",
+                url=self.url,
+                status=status,
+            )
         if is_retryable(status):
             raise TsdbUnavailable(
                 f"remote write to {self.url} failed with HTTP {status}: {message}",
