@@ -28,9 +28,8 @@ from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.bootstrap import bootstrap
-from openanomaly.domain.records import InferWindow
+from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.spec import Pipeline
-from openanomaly.services.inferencer import InferResult
 from openanomaly.settings import Settings
 from openanomaly.synthetic import as_output, seasonal_panel
 

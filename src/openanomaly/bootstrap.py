@@ -1,15 +1,20 @@
 """The one composition root: settings -> adapters -> services.
 
-The API, the CLI, the service runner and the tests each call :func:`bootstrap` once; tests hand
-in fakes for any port (``bootstrap(settings, reader=MemoryMetrics(...))``).
+The API, the CLI, the service runner, the model server and the tests each call it once; tests
+hand in fakes for any port (``bootstrap(settings, reader=MemoryMetrics(...))``).
+``Container.close()`` releases what bootstrap opened (the TSDB's HTTP client, the SQL engine)
+and stops the dispatcher and the scheduler, handed in or not, since they run on the container's
+service; other adapters handed in stay the caller's to close.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
+from pydantic import SecretStr
+
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -22,6 +27,8 @@ from openanomaly.ports import (
     ModelRegistry,
     PipelineStore,
     SampleReader,
+    Scheduler,
+    Telemetry,
 )
 from openanomaly.services.cache import ModelCache
 from openanomaly.services.inferencer import Inferencer
@@ -32,14 +39,27 @@ from openanomaly.settings import Settings, load_settings
 
 @dataclass
 class Container:
+    """A process's service and the adapters it runs on. Use it as a context manager, or call
+    ``close()``: the scheduler stops, the workers finish their jobs, then the stores and the
+    HTTP client close. Closing twice is harmless."""
+
     settings: Settings
     service: Service
     dispatcher: JobDispatcher
+    scheduler: Scheduler
     reader: MetricsReader
     writer: MetricsWriter
+    telemetry: Telemetry
+    _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
-        self.dispatcher.close()
+        self._opened.close()
+
+    def __enter__(self) -> Container:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def bootstrap(
@@ -54,85 +74,165 @@ def bootstrap(
     engines: EngineFactory | None = None,
     dispatcher: JobDispatcher | None = None,
     samples: SampleReader | None = None,
+    scheduler: Scheduler | None = None,
+    telemetry: Telemetry | None = None,
     clock: Clock = time.time,
 ) -> Container:
     """Build every adapter the settings ask for, unless a test hands one in."""
     settings = settings or load_settings()
-    if reader is None or writer is None or samples is None:
-        tsdb_reader, tsdb_writer, tsdb_samples = _tsdb(settings)
-        reader = reader or tsdb_reader
-        writer = writer or tsdb_writer
-        samples = samples or (reader if isinstance(reader, SampleReader) else tsdb_samples)
-    if (
-        registry is None
-        or checkpoints is None
-        or (pipelines is None and settings.config_store == "sqlite")
-    ):
-        from openanomaly.adapters.config.sql import SqlStore
+    with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
+        if reader is None or writer is None or samples is None:
+            tsdb_reader, tsdb_writer, tsdb_samples = _tsdb(settings, opened)
+            reader = reader or tsdb_reader
+            writer = writer or tsdb_writer
+            samples = samples or (reader if isinstance(reader, SampleReader) else tsdb_samples)
+        if (
+            registry is None
+            or checkpoints is None
+            or (pipelines is None and settings.config_store == "sqlite")
+        ):
+            from openanomaly.adapters.config.sql import SqlStore
 
-        sql = SqlStore(settings.database_url.get_secret_value())
-        registry = registry or sql
-        checkpoints = checkpoints or sql
-        if pipelines is None and settings.config_store == "sqlite":
-            pipelines = sql
-    if pipelines is None:
-        from openanomaly.adapters.config.yaml_file import YamlPipelineStore
+            sql = SqlStore(settings.database_url.get_secret_value())
+            opened.callback(sql.close)
+            registry = registry or sql
+            checkpoints = checkpoints or sql
+            if pipelines is None and settings.config_store == "sqlite":
+                pipelines = sql
+        if pipelines is None:
+            from openanomaly.adapters.config.yaml_file import YamlPipelineStore
 
-        assert settings.pipelines_file is not None  # checked by Settings
-        pipelines = YamlPipelineStore(settings.pipelines_file)
-    artifacts = artifacts or _artifacts(settings)
-    if engines is None:
-        from openanomaly.engines import DefaultEngineFactory
+            assert settings.pipelines_file is not None  # checked by Settings
+            pipelines = YamlPipelineStore(settings.pipelines_file)
+        artifacts = artifacts or _artifacts(settings)
+        engines = engines or engine_factory(settings)
+        if telemetry is None:
+            from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 
-        engines = DefaultEngineFactory()
-    service = Service(
-        pipelines=pipelines,
-        registry=registry,
-        checkpoints=checkpoints,
-        reader=reader,
-        engines=engines,
-        trainer=Trainer(
-            reader=reader, engines=engines, artifacts=artifacts, registry=registry, clock=clock
-        ),
-        inferencer=Inferencer(
-            reader=reader,
-            writer=writer,
-            engines=engines,
-            artifacts=artifacts,
+            telemetry = PrometheusTelemetry()
+        service = Service(
+            pipelines=pipelines,
             registry=registry,
             checkpoints=checkpoints,
-            samples=samples,
-            cache=ModelCache(),
-        ),
-        metrics=ServiceMetrics(),
-        clock=clock,
-        leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
+            reader=reader,
+            engines=engines,
+            trainer=Trainer(
+                reader=reader, engines=engines, artifacts=artifacts, registry=registry, clock=clock
+            ),
+            inferencer=Inferencer(
+                reader=reader,
+                writer=writer,
+                engines=engines,
+                artifacts=artifacts,
+                registry=registry,
+                checkpoints=checkpoints,
+                samples=samples,
+                cache=ModelCache(size=settings.model_cache_size),
+            ),
+            telemetry=telemetry,
+            clock=clock,
+            leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
+        )
+        if dispatcher is None:
+            from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
+
+            dispatcher = ThreadPoolDispatcher(service.run_logged, workers=settings.workers)
+        opened.callback(dispatcher.close)
+        if scheduler is None:
+            from openanomaly.adapters.schedule.aps import ApsScheduler
+
+            scheduler = ApsScheduler(service, dispatcher, sync_every=settings.pipeline_sync_every)
+        opened.callback(scheduler.stop)  # last in, first out: no new jobs, then the workers
+        return Container(
+            settings,
+            service,
+            dispatcher,
+            scheduler,
+            reader,
+            writer,
+            telemetry,
+            _opened=opened.pop_all(),
+        )
+
+
+def engine_factory(settings: Settings) -> EngineFactory:
+    """Every installed engine; the remote one sends ``remote_engine.token`` to model servers."""
+    from openanomaly.engines import DefaultEngineFactory
+
+    return DefaultEngineFactory(remote_token=settings.remote_engine.token)
+
+
+@dataclass(frozen=True)
+class ModelServerInputs:
+    """What ``create_model_app`` and the HTTP server of ``openanomaly serve-model`` take."""
+
+    engines: EngineFactory
+    host: str
+    port: int
+    token: SecretStr | None
+    state_key: SecretStr | None
+    cache_size: int
+
+
+def model_server(
+    settings: Settings | None = None, *, engines: EngineFactory | None = None
+) -> ModelServerInputs:
+    """The model server's engine factory and settings (``model_server.*``)."""
+    settings = settings or load_settings()
+    m = settings.model_server
+    return ModelServerInputs(
+        engines=engines or engine_factory(settings),
+        host=m.host,
+        port=m.port,
+        token=m.token,
+        state_key=m.state_key,
+        cache_size=m.cache_size,
     )
-    if dispatcher is None:
-        from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
-
-        dispatcher = ThreadPoolDispatcher(service.run_logged, workers=settings.workers)
-    return Container(settings, service, dispatcher, reader, writer)
 
 
-def _tsdb(settings: Settings) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
-    from openanomaly.adapters.prometheus.http import build_client
+def _tsdb(
+    settings: Settings, opened: ExitStack
+) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
+    from openanomaly.adapters.prometheus.http import Tls, build_client
     from openanomaly.adapters.prometheus.reader import PrometheusReader
     from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
     from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
 
     t = settings.tsdb
-    client = build_client(t)
+    client = build_client(
+        username=t.username,
+        password=_plain(t.password),
+        bearer_token=_plain(t.bearer_token),
+        tenant=t.tenant,
+        headers={name: value.get_secret_value() for name, value in t.headers.items()},
+        timeout=t.timeout,
+        tls=Tls(**t.tls.model_dump()),
+    )
+    opened.callback(client.close)
     reader = PrometheusReader(
-        t.url, client=client, max_points=t.max_points, parallelism=t.read_parallelism
+        t.url,
+        client=client,
+        max_points=t.max_points,
+        parallelism=t.read_parallelism,
+        max_retries=t.read_retries,
+        backoff=t.read_backoff,
     )
     writer = RemoteWriteWriter(
-        t.remote_write_url, client=client, flavor=t.flavor, batch_samples=t.write_batch_samples
+        t.remote_write_url,
+        client=client,
+        flavor=t.flavor,
+        batch_samples=t.write_batch_samples,
+        max_retries=t.write_retries,
+        backoff=t.write_backoff,
     )
     samples = PrometheusSampleReader(
         t.url, client=client, settle=READBACK_SETTLE.get(t.flavor, 0.0)
     )
     return reader, writer, samples
+
+
+def _plain(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
 
 
 def _artifacts(settings: Settings) -> ArtifactStore:

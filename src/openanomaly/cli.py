@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from openanomaly.bootstrap import Container, bootstrap
-from openanomaly.domain.records import InferWindow
+from openanomaly.bootstrap import Container, bootstrap, model_server
+from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
-from openanomaly.services.inferencer import InferResult
+from openanomaly.services.backtest import BacktestResult
+from openanomaly.settings import load_settings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -38,6 +39,7 @@ def _setup_logging(level: str) -> None:
 
 
 def _container() -> Container:
+    """The container of one command; use it in a ``with`` block, which closes it."""
     c = bootstrap()
     _setup_logging(c.settings.log_level)
     return c
@@ -69,9 +71,9 @@ def train(
     end: Annotated[str | None, typer.Option(help="end of the train window (default now)")] = None,
 ) -> None:
     """Train a pipeline now and make the new model version active."""
-    c = _container()
-    job = c.service.train_job(pipeline, _time(end) if end else None)
-    version = c.service.run(job)
+    with _container() as c:
+        job = c.service.train_job(pipeline, _time(end) if end else None)
+        version = c.service.run(job)
     out.print(json.dumps(version.__dict__, indent=2, default=str))
 
 
@@ -82,19 +84,19 @@ def infer(
     end: Annotated[str | None, typer.Option("--to", help="window end (inclusive)")] = None,
 ) -> None:
     """Score one window now (default: the window due since the last run) and write it."""
-    c = _container()
-    if start is None and end is None:
-        window = c.service.due_infer(pipeline)
-        if window is None:
-            out.print("nothing new to score yet")
-            return
-    else:
-        spec = c.service.pipelines.get(pipeline)
-        to = _time(end) if end else int(c.service.clock())
-        window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
-    # A window of this pipeline running elsewhere (the service's tick) is waited for, then
-    # this run starts where it left off.
-    result = c.service.run(window, wait=c.service.lease_ttl)
+    with _container() as c:
+        if start is None and end is None:
+            window = c.service.due_infer(pipeline)
+            if window is None:
+                out.print("nothing new to score yet")
+                return
+        else:
+            spec = c.service.pipelines.get(pipeline)
+            to = _time(end) if end else int(c.service.clock())
+            window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
+        # A window of this pipeline running elsewhere (the service's tick) is waited for, then
+        # this run starts where it left off.
+        result = c.service.run(window, wait=c.service.lease_ttl)
     assert isinstance(result, InferResult)
     out.print(
         f"{pipeline} ({iso(result.start)}, {iso(result.end)}]: {result.series} series, "
@@ -112,7 +114,33 @@ def backtest(
     plot: Annotated[Path | None, typer.Option(help="save a PNG plot of the flagged series")] = None,
 ) -> None:
     """Replay a range in production-sized steps and print what would have been flagged."""
-    c = _container()
+    with _container() as c:
+        result = _backtest(c, pipeline, _time(start), _time(end))
+        table = Table(
+            title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series"
+        )
+        table.add_column("series", overflow="fold")
+        for col in ("from", "to", "points", "peak score"):
+            table.add_column(col, no_wrap=True)
+        for e in result.events[:200]:
+            table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
+        out.print(table)
+        if write:
+            from openanomaly.domain.outputs import build_outputs
+
+            spec = c.service.pipelines.get(pipeline)
+            sent = c.writer.write(
+                build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
+            )
+            out.print(f"wrote {sent} samples")
+    if plot is not None:
+        from openanomaly.plot import plot_backtest
+
+        plot_backtest(result, plot)
+        out.print(f"plot: {plot}")
+
+
+def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResult:
     with Progress(
         TextColumn("backtest {task.description}"),
         BarColumn(),
@@ -121,32 +149,12 @@ def backtest(
         console=err,
     ) as bar:
         task = bar.add_task(pipeline, total=None)
-        result = c.service.backtest(
+        return c.service.backtest(
             pipeline,
-            _time(start),
-            _time(end),
+            start,
+            end,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    table = Table(title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series")
-    table.add_column("series", overflow="fold")
-    for col in ("from", "to", "points", "peak score"):
-        table.add_column(col, no_wrap=True)
-    for e in result.events[:200]:
-        table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
-    out.print(table)
-    if write:
-        from openanomaly.domain.outputs import build_outputs
-
-        spec = c.service.pipelines.get(pipeline)
-        sent = c.writer.write(
-            build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
-        )
-        out.print(f"wrote {sent} samples")
-    if plot is not None:
-        from openanomaly.plot import plot_backtest
-
-        plot_backtest(result, plot)
-        out.print(f"plot: {plot}")
 
 
 @app.command()
@@ -158,58 +166,57 @@ def run(
     """Run the standalone service: scheduler, workers and the HTTP API (health, /metrics)."""
     from openanomaly.runner import run_service
 
-    c = _container()
-    if pipelines is not None:
-        _apply(c, pipelines)
-    run_service(c)
+    with _container() as c:
+        if pipelines is not None:
+            _apply(c, pipelines)
+        run_service(c)
 
 
 @app.command("serve-model")
 def serve_model(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8765,
-    token: Annotated[
-        str | None, typer.Option(envvar="OA_MODEL_TOKEN", help="bearer token clients must send")
-    ] = None,
-    state_key: Annotated[
-        str | None,
-        typer.Option(envvar="OA_MODEL_STATE_KEY", help="secret signing fitted states"),
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING...")] = "INFO",
+    host: Annotated[str | None, typer.Option(help="address (default model_server.host)")] = None,
+    port: Annotated[int | None, typer.Option(help="port (default model_server.port)")] = None,
 ) -> None:
-    """Serve every installed engine to remote workers (docs/remote-protocol.md)."""
+    """Serve every installed engine to remote workers (docs/remote-protocol.md). The token and
+    the state key are settings: OA_MODEL_SERVER__TOKEN, OA_MODEL_SERVER__STATE_KEY."""
     import uvicorn
-    from pydantic import SecretStr
 
-    from openanomaly.engines import DefaultEngineFactory
     from openanomaly.engines.remote.server import create_model_app
 
-    _setup_logging(log_level.upper())
-    if token is None and host not in ("127.0.0.1", "::1", "localhost"):
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    m = model_server(settings)
+    host = host or m.host
+    if m.token is None and host not in ("127.0.0.1", "::1", "localhost"):
         logging.getLogger(__name__).warning(
             "serving models on %s without a token: anyone who can reach it may use it", host
         )
     model_app = create_model_app(
-        DefaultEngineFactory(),
-        token=SecretStr(token) if token else None,
-        state_key=SecretStr(state_key) if state_key else None,
+        m.engines, token=m.token, state_key=m.state_key, cache_size=m.cache_size
     )
-    uvicorn.run(model_app, host=host, port=port, log_level=log_level.lower(), access_log=False)
+    uvicorn.run(
+        model_app,
+        host=host,
+        port=m.port if port is None else port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 @app.command()
 def settings() -> None:
     """Show the effective settings (secrets masked)."""
-    out.print_json(json.dumps(bootstrap().settings.describe()))
+    out.print_json(json.dumps(load_settings().describe()))
 
 
 @pipelines_app.command("list")
 def pipelines_list() -> None:
-    c = _container()
+    with _container() as c:
+        pipelines = c.service.pipelines.list()
     table = Table()
     for col in ("id", "enabled", "model", "step", "query"):
         table.add_column(col)
-    for p in c.service.pipelines.list():
+    for p in pipelines:
         table.add_row(
             p.id,
             str(p.enabled),
@@ -223,12 +230,14 @@ def pipelines_list() -> None:
 @pipelines_app.command("apply")
 def pipelines_apply(file: Path) -> None:
     """Create or update the pipelines of a file in the store."""
-    _apply(_container(), file)
+    with _container() as c:
+        _apply(c, file)
 
 
 @pipelines_app.command("delete")
 def pipelines_delete(pipeline: str) -> None:
-    _container().service.pipelines.delete(pipeline)
+    with _container() as c:
+        c.service.pipelines.delete(pipeline)
     out.print(f"deleted {pipeline}")
 
 

@@ -1,21 +1,31 @@
 """One exception tree for OpenAnomaly. Adapters translate library errors into it; the API maps
-it to HTTP status codes in one place (``api/errors.py``); the CLI prints ``str(exc)``.
+it to HTTP status codes in one place (``api/errors.py``); the CLI prints ``str(exc)``. Every
+exception class of the package is drawn here (a unit test compares the drawing with the code);
+the few defined next to the adapter or engine that raises them say where.
 
     OpenAnomalyError
-    ├── ConfigError          bad settings or pipeline spec (carries where: file, line, field)
-    ├── NotFound             no such pipeline / model version / artifact
-    ├── Conflict             already exists
-    ├── PipelineBusy         another process holds the pipeline's lease
-    ├── TsdbError            talking to the TSDB failed
-    │   ├── QueryError       the TSDB refused the query (bad PromQL...): its own message
-    │   ├── TsdbUnavailable  connection refused, timeout, 5xx/429 after retries
-    │   ├── WriteRejected    remote write refused with a 4xx (not retried)
-    │   └── WriteUncertain   a remote write broke off after sending: outcome unknown
-    ├── NoData               the query returned no series in the range
-    └── EngineError          a model engine failed
-        ├── EngineNotInstalled  the optional extra is missing (names it)
-        ├── EngineUnavailable   a service behind the engine (model server) is down
-        └── UnknownModel        no such engine/model name (lists the known ones)
+    ├── ConfigError             bad settings or pipeline spec (carries where: file, line, field)
+    │   └── PipelineFileError   a pipelines file that cannot be used (adapters/config/yaml_file)
+    ├── NotFound                no such pipeline / model version / artifact
+    ├── Conflict                already exists
+    ├── PipelineBusy            another process holds the pipeline's lease
+    ├── StoreError              a pipeline, registry or artifact store failed (carries which)
+    │   └── StoreUnavailable    the database cannot be reached or opened (down, refused, locked)
+    ├── TsdbError               talking to the TSDB failed
+    │   ├── QueryError          the TSDB refused the query (bad PromQL...): its own message
+    │   ├── TsdbUnavailable     connection refused, timeout, 5xx/429 after retries
+    │   ├── WriteRejected       remote write refused with a 4xx (not retried)
+    │   └── WriteUncertain      a remote write broke off after sending: outcome unknown
+    ├── NoData                  the query returned no series in the range
+    ├── EngineError             a model engine failed
+    │   ├── NotEnoughHistory    too little data to fit on; the current model is kept
+    │   ├── EngineNotInstalled  the optional extra is missing (names it)
+    │   ├── EngineUnavailable   a service behind the engine (model server) is down
+    │   ├── UnknownModel        no such engine/model name (lists the known ones)
+    │   ├── RemoteEngineError   the model server refused a call (engines/remote/client)
+    │   │   └── RemoteUnavailable  unreachable after retries; also an EngineUnavailable
+    │   └── ProtocolError       a model-server message breaks the protocol (engines/remote/wire)
+    └── ModelServerError        an engine behind the model server crashed (engines/remote/server)
 """
 
 from __future__ import annotations
@@ -50,6 +60,22 @@ class PipelineBusy(OpenAnomalyError):
     def __init__(self, pipeline_id: str, owner: str | None) -> None:
         self.pipeline_id, self.owner = pipeline_id, owner
         super().__init__(f"pipeline {pipeline_id!r} is being inferred by {owner or 'another run'}")
+
+
+class StoreError(OpenAnomalyError):
+    """A store of pipelines, model versions, checkpoints or artifacts failed.
+
+    Attributes:
+        store: which one (``database``, ``artifacts``...), for logs and the API's answer.
+    """
+
+    def __init__(self, message: str, *, store: str) -> None:
+        self.store = store
+        super().__init__(message)
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be reached or opened: refused, timed out, locked, unreadable."""
 
 
 class TsdbError(OpenAnomalyError):

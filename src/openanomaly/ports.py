@@ -4,14 +4,26 @@ in-memory fakes of every port live in ``adapters/memory.py``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import Protocol, Self, runtime_checkable
+from typing import Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from openanomaly.domain.records import Job, ModelVersion, OutputSeries, WindowState
+from openanomaly.domain.records import (
+    InferResult,
+    InferWindow,
+    Job,
+    ModelVersion,
+    OutputSeries,
+    TrainJob,
+    WindowState,
+)
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
+
+Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
+"""Which Prometheus-compatible TSDB is behind the reader and the writer: they accept different
+things (only VictoriaMetrics takes samples in the future)."""
 
 
 @runtime_checkable
@@ -158,6 +170,10 @@ class ArtifactStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
+JobHandler = Callable[[Job], None]
+"""What a dispatcher's workers call with each job (``Service.run_logged``)."""
+
+
 class JobDispatcher(Protocol):
     def submit(self, job: Job) -> None: ...
 
@@ -166,14 +182,54 @@ class JobDispatcher(Protocol):
         ...
 
 
+class JobPlanner(Protocol):
+    """What a Scheduler needs of the application (the Service implements it): which pipelines
+    to schedule, and at each tick which jobs are due. The scheduler only submits them."""
+
+    def enabled_pipelines(self) -> list[Pipeline]: ...
+
+    def needs_training(self, pipeline_id: str) -> bool:
+        """No model fits the pipeline as it is now (none yet, or its spec changed)."""
+        ...
+
+    def train_job(self, pipeline_id: str) -> TrainJob:
+        """A training job for the window that ends now."""
+        ...
+
+    def due_infer(self, pipeline_id: str) -> InferWindow | None:
+        """The window due since the checkpoint, or None when nothing new is ready."""
+        ...
+
+
 class Scheduler(Protocol):
     def sync(self, pipelines: Iterable[Pipeline]) -> None:
         """Make the scheduled jobs match the enabled pipelines."""
         ...
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Schedule the planner's pipelines and keep following its changes."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop scheduling (jobs already submitted are the dispatcher's); safe to call twice."""
+        ...
+
+
+class Telemetry(Protocol):
+    """What the service records about its work, and the page that shows it (``/metrics``)."""
+
+    def job_done(
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
+    ) -> None: ...
+
+    def inferred(self, result: InferResult) -> None:
+        """A window was scored: its points, anomalies and samples written, and the points
+        skipped (``result.skipped``: beyond ``max_catchup``, behind the write horizon)."""
+        ...
+
+    def exposition(self) -> tuple[bytes, str]:
+        """What was recorded, as a scrape page: the body and its content type."""
+        ...
 
 
 Clock = Callable[[], float]

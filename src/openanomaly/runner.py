@@ -8,7 +8,6 @@ from types import FrameType
 
 import uvicorn
 
-from openanomaly.adapters.schedule.aps import ApsScheduler
 from openanomaly.api.app import create_app
 from openanomaly.bootstrap import Container
 
@@ -16,11 +15,11 @@ log = logging.getLogger(__name__)
 
 
 def run_service(container: Container) -> None:
-    """Serve until SIGINT/SIGTERM, then stop scheduling and let running jobs finish."""
+    """Serve until SIGINT/SIGTERM, then stop scheduling, let running jobs finish and close the
+    container."""
     settings = container.settings
-    scheduler = ApsScheduler(container.service, container.dispatcher)
     log.info("starting with settings %s", settings.describe())
-    scheduler.start()
+    container.scheduler.start()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; without a handler
     # of ours that would kill the process before the scheduler and workers are stopped.
     signal.signal(signal.SIGTERM, _exit_cleanly)
@@ -33,7 +32,6 @@ def run_service(container: Container) -> None:
             access_log=False,
         )
     finally:
-        scheduler.stop()
         container.close()
         log.info("stopped")
 

@@ -11,9 +11,18 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,10 +30,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from openanomaly.adapters.prometheus.http import TsdbHttpConfig
 from openanomaly.errors import ConfigError
-
-Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
+from openanomaly.ports import Flavor
 
 
 def mask_url(url: str) -> str:
@@ -36,19 +43,113 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TsdbSettings(TsdbHttpConfig):
-    """Where series are read (Prometheus HTTP API) and written (remote write), and how."""
+class TlsSettings(_Section):
+    """TLS to the TSDB: ``verify`` the server's certificate (off only for a self-signed test
+    server) against ``ca_file`` or the public CAs; ``cert_file`` and ``key_file`` (when the key
+    is not inside the certificate) for mutual TLS."""
+
+    verify: bool = True
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSettings:
+        if self.key_file and not self.cert_file:
+            raise ValueError("tls.key_file is set without tls.cert_file")
+        return self
+
+
+class TsdbSettings(_Section):
+    """Where series are read (Prometheus HTTP API) and written (remote write), and how.
+
+    Secrets are ``SecretStr`` and extra header values are left out of ``repr``, so printing or
+    logging the settings never shows a credential.
+
+    Attributes:
+        url: base URL of the Prometheus HTTP API, e.g. ``http://localhost:9090``.
+        write_url: remote-write endpoint; ``None`` means ``<url>/api/v1/write``.
+        flavor: which TSDB it is (only VictoriaMetrics takes future samples).
+        username: basic-auth user.
+        password: basic-auth password.
+        bearer_token: sent as ``Authorization: Bearer ...`` (exclusive with basic auth).
+        tls: certificate checks and client certificates.
+        tenant: multi-tenant id (Mimir, Cortex, Thanos), sent as ``X-Scope-OrgID``.
+        timeout: seconds to wait for a response (connecting waits at most 10 s).
+        headers: extra headers sent with every request; values are secret (API keys...).
+        max_points: most points per series in one read; longer ranges are split.
+        read_parallelism: chunks of a long range read at once.
+        write_batch_samples: most samples per remote-write request.
+        read_retries / write_retries: retries after a 5xx, a 429 or a connection error.
+        read_backoff / write_backoff: first retry delay in seconds, doubled at each retry.
+    """
 
     url: str = "http://127.0.0.1:8428"
+    write_url: str | None = None
     flavor: Flavor = "victoriametrics"
+    username: str | None = None
+    password: SecretStr | None = None
+    bearer_token: SecretStr | None = None
+    tls: TlsSettings = TlsSettings()
+    tenant: str | None = None
+    timeout: float = Field(default=30.0, gt=0)
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     max_points: int = Field(11_000, ge=2)
     read_parallelism: int = Field(4, ge=1)
     write_batch_samples: int = Field(50_000, ge=1)
+    read_retries: int = Field(2, ge=0)
+    read_backoff: float = Field(0.25, ge=0)
+    write_retries: int = Field(5, ge=0)
+    write_backoff: float = Field(0.5, ge=0)
+
+    @field_validator("url", "write_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        # A URL with user:password@ would print the secret in every log line and error.
+        if parts.username or parts.password:
+            raise ValueError("credentials in the URL would be logged; use username/password")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_auth(self) -> TsdbSettings:
+        if self.password is not None and not self.username:
+            raise ValueError("password is set without username")
+        if self.username and self.bearer_token is not None:
+            raise ValueError("choose basic auth (username/password) or bearer_token, not both")
+        return self
+
+    @property
+    def remote_write_url(self) -> str:
+        """``write_url``, or the Prometheus/VictoriaMetrics default ``<url>/api/v1/write``."""
+        return self.write_url or f"{self.url}/api/v1/write"
 
 
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    token: SecretStr | None = None
+
+
+class ModelServerSettings(_Section):
+    """``openanomaly serve-model``: where it listens, the token its clients must send, and the
+    key that signs the fitted states it hands out (default: derived from the token; rotating
+    the token then invalidates the states)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    token: SecretStr | None = None
+    state_key: SecretStr | None = None
+    cache_size: int = Field(16, ge=1)  # loaded engines kept in memory
+
+
+class RemoteEngineSettings(_Section):
+    """The ``remote`` engine's side: the bearer token it sends to model servers."""
+
     token: SecretStr | None = None
 
 
@@ -62,15 +163,19 @@ class Settings(BaseSettings):
     environment: Literal["development", "production"] = "development"
     tsdb: TsdbSettings = Field(default_factory=TsdbSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
+    remote_engine: RemoteEngineSettings = Field(default_factory=RemoteEngineSettings)
     config_store: Literal["sqlite", "yaml"] = "sqlite"
     # A SecretStr: a database URL may carry a password, and a repr must never show it.
     database_url: SecretStr = SecretStr("sqlite:///openanomaly.db")
     pipelines_file: Path | None = None
     artifact_store: Literal["local", "noop"] = "local"
     artifacts_dir: Path = Path("artifacts")
-    dispatcher: Literal["inline"] = "inline"
     workers: int = Field(4, ge=1, le=256)
-    scheduler: Literal["apscheduler"] = "apscheduler"
+    # Seconds between the scheduler's re-reads of the pipeline store (API changes show up then).
+    pipeline_sync_every: float = Field(10.0, gt=0)
+    # Fitted models kept loaded per worker process, by (pipeline, version).
+    model_cache_size: int = Field(64, ge=1)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -103,7 +208,15 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = mask_url(self.database_url.get_secret_value())
         data["tsdb"]["headers"] = {k: "***" for k in data["tsdb"]["headers"]}
-        for section, key in (("tsdb", "password"), ("tsdb", "bearer_token"), ("api", "token")):
+        secrets = (
+            ("tsdb", "password"),
+            ("tsdb", "bearer_token"),
+            ("api", "token"),
+            ("model_server", "token"),
+            ("model_server", "state_key"),
+            ("remote_engine", "token"),
+        )
+        for section, key in secrets:
             if data[section][key] is not None:
                 data[section][key] = "**********"
         return data

@@ -62,7 +62,8 @@ def test_injected_anomalies_score_above_one_normal_points_below(
     # A gap longer than PromQL's 5-minute lookback (shorter ones are filled by the query).
     gap = slice(n - 100, n - 30)
     panel.values[4, gap] = np.nan
-    RemoteWriteWriter(tsdb.write_url, flavor=tsdb.flavor).write(as_output(panel))
+    with RemoteWriteWriter(tsdb.write_url, flavor=tsdb.flavor) as writer:
+        writer.write(as_output(panel))
     tsdb.flush()
 
     pid = f"e2e-{metric[4:]}"
@@ -86,10 +87,10 @@ def test_injected_anomalies_score_above_one_normal_points_below(
         assert "6 series" in out
     tsdb.flush()
 
-    reader = PrometheusReader(tsdb.url)
     # last_over_time over one step: exactly the written samples, no lookback filling.
     query = f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])'
-    scores = reader.query_range(query, train_end + 1, now, STEP)
+    with PrometheusReader(tsdb.url) as reader:
+        scores = reader.query_range(query, train_end + 1, now, STEP)
     assert len(scores) == 6
     assert {lb["source_metric"] for lb in scores.labels} == {metric}
     # Back onto the input's rows (instance host-0000i is row i) and time grid.
@@ -154,7 +155,8 @@ def test_backtest_cli_reports_writes_and_plots(victoriametrics: TsdbServer, tmp_
     panel, _ = inject(
         seasonal_panel(3, ts, period=SEASON, metric=metric, seed=5), spikes=[(2, ts.size - 50)]
     )
-    RemoteWriteWriter(victoriametrics.write_url, flavor="victoriametrics").write(as_output(panel))
+    with RemoteWriteWriter(victoriametrics.write_url, flavor="victoriametrics") as writer:
+        writer.write(as_output(panel))
     victoriametrics.flush()
     pid = f"bt-{metric[3:]}"
     (tmp_path / "p.yaml").write_text(
@@ -180,9 +182,10 @@ def test_backtest_cli_reports_writes_and_plots(victoriametrics: TsdbServer, tmp_
     assert 'instance="host-00002"' in proc.stdout
     assert "wrote" in proc.stdout and png.stat().st_size > 10_000
     victoriametrics.flush()
-    written = PrometheusReader(victoriametrics.url).query_range(
-        f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])', now - 900 + 1, now, STEP
-    )
+    with PrometheusReader(victoriametrics.url) as reader:
+        written = reader.query_range(
+            f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])', now - 900 + 1, now, STEP
+        )
     assert len(written) == 3 and np.isfinite(written.values).sum() == 3 * 900 // STEP
     spiked = next(i for i, lb in enumerate(written.labels) if lb["instance"] == "host-00002")
     assert np.nanmax(written.values[spiked]) > 1

@@ -64,7 +64,8 @@ def test_service_schedules_training_and_inference(
     panel, _ = inject(
         seasonal_panel(3, ts, period=600, metric=metric, seed=3), spikes=[(0, ts.size - 30)]
     )
-    RemoteWriteWriter(victoriametrics.write_url, flavor="victoriametrics").write(as_output(panel))
+    with RemoteWriteWriter(victoriametrics.write_url, flavor="victoriametrics") as writer:
+        writer.write(as_output(panel))
     victoriametrics.flush()
 
     pipeline = {
@@ -100,9 +101,10 @@ def test_service_schedules_training_and_inference(
     models = httpx.get(f"{url}/api/v1/pipelines/{pid}/models", headers=auth).json()
     assert models[0]["active"] and models[0]["series"] == 3
     victoriametrics.flush()
-    scores = PrometheusReader(victoriametrics.url).query_range(
-        f'anomaly_score{{pipeline="{pid}"}}', now - 300, int(time.time()), STEP
-    )
+    with PrometheusReader(victoriametrics.url) as reader:
+        scores = reader.query_range(
+            f'anomaly_score{{pipeline="{pid}"}}', now - 300, int(time.time()), STEP
+        )
     assert len(scores) == 3
     spiked = next(i for i, lb in enumerate(scores.labels) if lb["instance"] == "host-00000")
     assert np.nanmax(scores.values[spiked]) > 1

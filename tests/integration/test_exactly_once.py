@@ -26,7 +26,7 @@ from openanomaly.adapters.memory import (
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
 from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
+from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 from openanomaly.domain.records import InferWindow, OutputSeries
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.windows import due_window
@@ -103,7 +103,7 @@ def service(
                 server.url, settle=READBACK_SETTLE.get(server.flavor, 0.0)
             ),
         ),
-        metrics=ServiceMetrics(),
+        telemetry=PrometheusTelemetry(),
         leases=store,
     )
 

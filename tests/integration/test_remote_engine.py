@@ -81,9 +81,21 @@ def server() -> Iterator[str]:
     thread.join(10)
 
 
+OPENED: list[RemoteEngine] = []
+
+
+@pytest.fixture(autouse=True)
+def close_engines() -> Iterator[None]:
+    """Each engine owns an HTTP client: every one a test made is closed after it."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def remote(url: str, model: dict[str, Any] = PROFILE, **kw: Any) -> RemoteEngine:
     kw.setdefault("token", TOKEN)
-    return RemoteEngine(url, model, step=STEP, backoff=0.01, **kw)
+    OPENED.append(RemoteEngine(url, model, step=STEP, backoff=0.01, **kw))
+    return OPENED[-1]
 
 
 def test_fit_predict_and_reload_match_the_local_engine(
@@ -95,6 +107,7 @@ def test_fit_predict_and_reload_match_the_local_engine(
     want = expected.predict(PANEL.context, PANEL.future, 0.99)
     monkeypatch.setenv("OA_REMOTE_TOKEN", TOKEN)
     reloaded = loads(engine.dumps(), step=STEP)  # a worker that did not train: token from env
+    OPENED.append(reloaded)
     for got in (
         engine.predict(PANEL.context, PANEL.future, 0.99),
         reloaded.predict(PANEL.context, PANEL.future, 0.99),
@@ -141,7 +154,7 @@ def test_a_server_that_is_down_is_a_clear_error() -> None:
 def test_the_serve_model_command(tmp_path: Path) -> None:
     port = free_port()
     command = Path(sys.executable).with_name("openanomaly")
-    env = {**os.environ, "OA_MODEL_TOKEN": TOKEN}
+    env = {**os.environ, "OA_MODEL_SERVER__TOKEN": TOKEN}
     log = (tmp_path / "serve.log").open("wb")
     proc = subprocess.Popen(
         [str(command), "serve-model", "--port", str(port)], stdout=log, stderr=log, env=env

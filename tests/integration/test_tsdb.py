@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import cramjam
 import httpx
 import numpy as np
 import pytest
 
-from openanomaly.adapters.prometheus.http import TsdbHttpConfig, build_client
+from openanomaly.adapters.prometheus.http import build_client
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter, write_request_class
 from openanomaly.domain.records import OutputSeries
@@ -31,6 +31,21 @@ STEP = 60
 POINTS = 30
 
 Proxy = Callable[..., RecordingProxy]
+Adapter = TypeVar("Adapter", PrometheusReader, RemoteWriteWriter)
+OPENED: list[PrometheusReader | RemoteWriteWriter] = []
+
+
+@pytest.fixture(autouse=True)
+def close_adapters() -> Iterator[None]:
+    """A reader or writer made without a client owns one: each is closed after its test."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
+def opened(adapter: Adapter) -> Adapter:
+    OPENED.append(adapter)
+    return adapter
 
 
 @pytest.fixture
@@ -47,11 +62,11 @@ def grid() -> np.ndarray[Any, np.dtype[np.int64]]:
 
 def writer(server: TsdbServer, **kwargs: Any) -> RemoteWriteWriter:
     kwargs.setdefault("flavor", server.flavor)
-    return RemoteWriteWriter(server.write_url, **kwargs)
+    return opened(RemoteWriteWriter(server.write_url, **kwargs))
 
 
 def read(server: TsdbServer, query: str, grid: np.ndarray[Any, Any], **kwargs: Any) -> SeriesBatch:
-    return PrometheusReader(server.url, **kwargs).query_range(
+    return opened(PrometheusReader(server.url, **kwargs)).query_range(
         query, int(grid[0]), int(grid[-1]), STEP
     )
 
@@ -135,8 +150,10 @@ def test_more_points_than_prometheus_allows_are_read_in_chunks(
     query = f'oa_it_long{{run="{run}"}}'
 
     with pytest.raises(QueryError, match="11,000 points"):
-        PrometheusReader(prometheus.url, max_points=20_000).query_range(query, start, end, 1)
-    batch = PrometheusReader(prometheus.url).query_range(query, start, end, 1)
+        opened(PrometheusReader(prometheus.url, max_points=20_000)).query_range(
+            query, start, end, 1
+        )
+    batch = opened(PrometheusReader(prometheus.url)).query_range(query, start, end, 1)
     assert batch.timestamps.size == 12_001
     # Prometheus' 5 min lookback repeats each sample for up to 300 s after it.
     assert np.all(batch.values[0][batch.timestamps >= grid[0]] == 1)
@@ -162,12 +179,12 @@ def test_an_unreachable_tsdb_fails_fast() -> None:
     with pytest.raises(
         TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/query_range")
     ):
-        PrometheusReader(url).query_range("up", 0, 600, 60)  # default retries and backoff
+        opened(PrometheusReader(url)).query_range("up", 0, 600, 60)  # default retries, backoff
     assert time.monotonic() - started < 2
     with pytest.raises(
         TsdbUnavailable, match=re.escape(f"cannot reach TSDB at {url}/api/v1/write")
     ):
-        RemoteWriteWriter(f"{url}/api/v1/write", max_retries=2, backoff=0.05).write(
+        opened(RemoteWriteWriter(f"{url}/api/v1/write", max_retries=2, backoff=0.05)).write(
             [OutputSeries({"__name__": "m"}, np.array([1]), np.array([1.0]))]
         )
 
@@ -203,7 +220,7 @@ def test_prometheus_rewrite_is_refused_whole_and_raised(
     with pytest.raises(WriteRejected, match="out of order"):
         w.write([series, newer])
     prometheus.flush()
-    back = PrometheusReader(prometheus.url).query_range(
+    back = opened(PrometheusReader(prometheus.url)).query_range(
         f'oa_it_rewrite{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
     )
     assert back.values.tolist() == [[1.0] * POINTS]  # "newer" was dropped with the rest
@@ -222,17 +239,15 @@ def test_basic_auth_and_tenant_reach_the_server(
 ) -> None:
     required = {"Authorization": basic_auth("oa", "s3cret"), "X-Scope-OrgID": "team-a"}
     proxy = recording_proxy(victoriametrics.url, require=required)
-    cfg = TsdbHttpConfig(url=proxy.url, username="oa", password="s3cret", tenant="team-a")
-    client = build_client(cfg)
-
     labels = {"__name__": "oa_it_auth", "run": run}
-    sent = RemoteWriteWriter(cfg.remote_write_url, client=client, flavor="victoriametrics").write(
-        [OutputSeries(labels, grid, np.full(grid.size, 3.0))]
-    )
-    victoriametrics.flush()
-    batch = PrometheusReader(cfg.url, client=client).query_range(
-        f'oa_it_auth{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
-    )
+    with build_client(username="oa", password="s3cret", tenant="team-a") as client:
+        sent = RemoteWriteWriter(
+            f"{proxy.url}/api/v1/write", client=client, flavor="victoriametrics"
+        ).write([OutputSeries(labels, grid, np.full(grid.size, 3.0))])
+        victoriametrics.flush()
+        batch = PrometheusReader(proxy.url, client=client).query_range(
+            f'oa_it_auth{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
+        )
 
     assert sent == POINTS
     assert batch.values.tolist() == [[3.0] * POINTS]
@@ -249,16 +264,18 @@ def test_missing_or_wrong_credentials_are_refused(
     victoriametrics: TsdbServer, recording_proxy: Proxy, grid: Any
 ) -> None:
     proxy = recording_proxy(victoriametrics.url, require={"Authorization": "Bearer right"})
-    wrong = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="wrong"))
-    with pytest.raises(QueryError, match="unauthorized") as info:
+    with (
+        build_client(bearer_token="wrong") as wrong,
+        pytest.raises(QueryError, match="unauthorized") as info,
+    ):
         PrometheusReader(proxy.url, client=wrong).query_range("up", 0, 600, 60)
     assert info.value.status == 401
-    with pytest.raises(WriteRejected, match="HTTP 401"):
-        RemoteWriteWriter(f"{proxy.url}/api/v1/write", client=httpx.Client()).write(
+    with httpx.Client() as plain, pytest.raises(WriteRejected, match="HTTP 401"):
+        RemoteWriteWriter(f"{proxy.url}/api/v1/write", client=plain).write(
             [OutputSeries({"__name__": "m"}, grid[:1], np.array([1.0]))]
         )
-    right = build_client(TsdbHttpConfig(url=proxy.url, bearer_token="right"))
-    PrometheusReader(proxy.url, client=right).query_range("up", 0, 600, 60)
+    with build_client(bearer_token="right") as right:
+        PrometheusReader(proxy.url, client=right).query_range("up", 0, 600, 60)
     assert proxy.requests[-1].headers["authorization"] == "Bearer right"
     assert "x-scope-orgid" not in proxy.requests[-1].headers
 
@@ -271,7 +288,7 @@ def test_future_samples_reach_only_victoriametrics(
     proxy = recording_proxy(server.url)
     now = int(time.time())
     ts = np.array([now - 30, now + 600, now + 3 * 86400])
-    w = RemoteWriteWriter(f"{proxy.url}/api/v1/write", flavor=server.flavor)
+    w = opened(RemoteWriteWriter(f"{proxy.url}/api/v1/write", flavor=server.flavor))
 
     sent = w.write([OutputSeries({"__name__": "oa_it_future", "run": run}, ts, np.ones(3))])
 

@@ -1,10 +1,12 @@
 """The HTTP API over the in-memory fakes: routes, token, error mapping, metrics."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from openanomaly.adapters.memory import (
     MemoryArtifactStore,
@@ -28,19 +30,21 @@ def client() -> Iterator[TestClient]:
     ts = np.arange(NOW - 7200, NOW + 1, 60)
     batch = SeriesBatch(({"__name__": "m", "i": "0"},), ts, np.ones((1, ts.size)))
     metrics, registry = MemoryMetrics({"m": batch}), MemoryRegistry()
-    c = bootstrap(
-        Settings(api={"token": TOKEN}),
-        reader=metrics,
-        writer=metrics,
-        pipelines=MemoryPipelineStore(),
-        registry=registry,
-        checkpoints=registry,
-        artifacts=MemoryArtifactStore(),
-        engines=MemoryEngineFactory(),
-        dispatcher=RecordingDispatcher(),
-        clock=lambda: NOW,
-    )
-    with TestClient(create_app(c)) as tc:
+    with (
+        bootstrap(
+            Settings(api={"token": TOKEN}),
+            reader=metrics,
+            writer=metrics,
+            pipelines=MemoryPipelineStore(),
+            registry=registry,
+            checkpoints=registry,
+            artifacts=MemoryArtifactStore(),
+            engines=MemoryEngineFactory(),
+            dispatcher=RecordingDispatcher(),
+            clock=lambda: NOW,
+        ) as c,
+        TestClient(create_app(c)) as tc,
+    ):
         yield tc
 
 
@@ -90,3 +94,24 @@ def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
     )
     r = client.post("/api/v1/pipelines/e/train", headers=auth())
     assert r.status_code == 422 and r.json()["error"] == "NoData"
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "status", "error"), [(False, 503, "StoreUnavailable"), (True, 500, "StoreError")]
+)
+def test_a_failing_store_is_an_http_error_and_not_ready(
+    tmp_path: Path, corrupt: bool, status: int, error: str
+) -> None:
+    db = tmp_path / "openanomaly.db" if corrupt else tmp_path / "missing" / "openanomaly.db"
+    if corrupt:
+        db.write_bytes(b"not a database, " * 64)
+    metrics = MemoryMetrics()
+    settings = Settings(database_url=SecretStr(f"sqlite:///{db}"))
+    with (
+        bootstrap(settings, reader=metrics, writer=metrics, dispatcher=RecordingDispatcher()) as c,
+        TestClient(create_app(c)) as tc,
+    ):
+        r = tc.get("/api/v1/pipelines")
+        assert (r.status_code, r.json()["error"]) == (status, error)
+        ready = tc.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["detail"] == error

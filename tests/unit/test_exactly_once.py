@@ -21,7 +21,7 @@ from openanomaly.adapters.memory import (
     MemoryPipelineStore,
     MemoryRegistry,
 )
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
+from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 from openanomaly.domain.records import InferWindow
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline
@@ -83,7 +83,7 @@ def service(
             checkpoints=store,
             samples=tsdb,
         ),
-        metrics=ServiceMetrics(),
+        telemetry=PrometheusTelemetry(),
         clock=lambda: now,
         leases=store,
     )
@@ -175,7 +175,7 @@ def test_an_outage_beyond_max_catchup_is_skipped_logged_and_counted(
         result = svc.run(window)
     assert result.skipped == {"catchup": 3 * 60 * 4}
     assert "720 points (4 series) not scored" in caplog.text
-    exposed = svc.metrics.exposition().decode()
+    exposed = svc.telemetry.exposition()[0].decode()
     assert 'openanomaly_points_skipped_total{pipeline="p1",reason="catchup"} 720.0' in exposed
     each_once(tsdb, T0 + 4 * 3600, T0 + 5 * 3600, 4)
 

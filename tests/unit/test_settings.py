@@ -2,9 +2,11 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr, ValidationError
 
+from openanomaly.bootstrap import bootstrap, model_server
 from openanomaly.errors import ConfigError
-from openanomaly.settings import load_settings, mask_url
+from openanomaly.settings import Settings, TlsSettings, TsdbSettings, load_settings, mask_url
 
 
 @pytest.fixture(autouse=True)
@@ -18,13 +20,49 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_are_standalone() -> None:
     s = load_settings()
-    assert (s.config_store, s.artifact_store, s.dispatcher, s.scheduler) == (
-        "sqlite",
-        "local",
-        "inline",
-        "apscheduler",
-    )
+    assert (s.config_store, s.artifact_store) == ("sqlite", "local")
     assert s.tsdb.remote_write_url == "http://127.0.0.1:8428/api/v1/write"
+
+
+def test_settings_nothing_reads_are_refused() -> None:
+    # dispatcher/scheduler come back with the cluster mode, when something reads them
+    for key in ("dispatcher", "scheduler"):
+        with pytest.raises(ConfigError, match=rf"{key} \(OA_{key.upper()}\): Extra inputs"):
+            load_settings(**{key: "inline"})
+
+
+def test_tokens_periods_sizes_and_retries_come_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = {
+        "OA_MODEL_SERVER__TOKEN": "srv-tok",
+        "OA_MODEL_SERVER__STATE_KEY": "state-key-0123456789",
+        "OA_MODEL_SERVER__PORT": "9999",
+        "OA_REMOTE_ENGINE__TOKEN": "eng-tok",
+        "OA_PIPELINE_SYNC_EVERY": "2.5",
+        "OA_MODEL_CACHE_SIZE": "8",
+        "OA_TSDB__READ_RETRIES": "0",
+        "OA_TSDB__WRITE_BACKOFF": "1.5",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = load_settings()
+    assert s.model_server.token == SecretStr("srv-tok") and s.model_server.port == 9999
+    assert s.remote_engine.token == SecretStr("eng-tok")
+    assert (s.pipeline_sync_every, s.model_cache_size) == (2.5, 8)
+    assert (s.tsdb.read_retries, s.tsdb.write_backoff) == (0, 1.5)
+    shown = str(s.describe())
+    assert "srv-tok" not in shown and "eng-tok" not in shown and "state-key" not in shown
+    m = model_server(s)
+    assert (m.token, m.state_key, m.port) == (s.model_server.token, s.model_server.state_key, 9999)
+
+
+def test_bootstrap_hands_the_retry_settings_to_the_tsdb_adapters(tmp_path: Path) -> None:
+    tsdb = {"read_retries": 0, "read_backoff": 0.1, "write_retries": 7, "write_backoff": 0.2}
+    settings = Settings(tsdb=tsdb, database_url=SecretStr(f"sqlite:///{tmp_path / 'oa.db'}"))
+    with bootstrap(settings) as c:
+        assert (c.reader._attempts, c.reader._backoff) == (1, 0.1)  # type: ignore[attr-defined]
+        assert (c.writer._attempts, c.writer._backoff) == (8, 0.2)  # type: ignore[attr-defined]
 
 
 def test_env_wins_over_the_yaml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -91,3 +129,46 @@ def test_mask_url() -> None:
     assert mask_url("postgresql://oa:pw@db:5432/x") == "postgresql://oa:***@db:5432/x"
     assert mask_url("redis://:pw@r:6379/0") == "redis://:***@r:6379/0"
     assert mask_url("sqlite:///oa.db") == "sqlite:///oa.db"
+
+
+def test_tsdb_secrets_never_appear_in_repr_str_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    cfg = TsdbSettings(
+        url="http://p:9090",
+        username="u",
+        password=SecretStr("hunter2"),
+        headers={"X-Api-Key": SecretStr("k3y")},
+    )
+    bearer = TsdbSettings(url="http://p:9090", bearer_token=SecretStr("t0ken"))
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("test").info("config %s %r %s", cfg, cfg, bearer)
+    for text in (repr(cfg), str(cfg), repr(bearer), caplog.text, str(cfg.model_dump())):
+        assert "hunter2" not in text and "t0ken" not in text and "k3y" not in text
+
+
+def test_tsdb_urls_are_checked_and_normalised() -> None:
+    cfg = TsdbSettings(url="http://p:9090/")
+    assert cfg.url == "http://p:9090"
+    assert cfg.remote_write_url == "http://p:9090/api/v1/write"
+    mimir = TsdbSettings(url="http://m/prometheus", write_url="http://m/api/v1/push")
+    assert mimir.remote_write_url == "http://m/api/v1/push"
+    with pytest.raises(ValidationError, match="http"):
+        TsdbSettings(url="localhost:9090")
+    with pytest.raises(ValidationError, match="credentials in the URL"):
+        TsdbSettings(url="http://u:secret@p:9090")
+
+
+def test_tsdb_auth_settings_must_be_consistent() -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        TsdbSettings(
+            url="http://p", username="u", password=SecretStr("x"), bearer_token=SecretStr("t")
+        )
+    with pytest.raises(ValidationError, match="password is set without username"):
+        TsdbSettings(url="http://p", password=SecretStr("x"))
+    with pytest.raises(ValidationError, match="key_file"):
+        TlsSettings(key_file="/k.pem")
+
+
+def test_tsdb_settings_are_immutable() -> None:
+    cfg = TsdbSettings(url="http://p")
+    with pytest.raises(ValidationError):
+        cfg.url = "http://q"  # type: ignore[misc]

@@ -23,7 +23,7 @@ from openanomaly.adapters.config.yaml_file import PipelineFileError, YamlPipelin
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import ConfigError, NotFound, PipelineBusy
+from openanomaly.errors import ConfigError, NotFound, PipelineBusy, StoreError, StoreUnavailable
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -274,6 +274,43 @@ def test_sql_store_uses_wal_on_sqlite(tmp_path: Path) -> None:
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
     finally:
         store.close()
+
+
+def test_a_corrupt_sqlite_file_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "openanomaly.db").write_bytes(b"not a database, " * 64)
+    store = sql_store(tmp_path)
+    try:
+        with pytest.raises(StoreError, match="file is not a database") as caught:
+            store.list()
+        assert not isinstance(caught.value, StoreUnavailable)
+        assert caught.value.store == "database"
+        with pytest.raises(StoreError):
+            store.record(version("a", "v1"))
+    finally:
+        store.close()
+
+
+def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -> None:
+    store = SqlStore(f"sqlite:///{tmp_path / 'no-such-dir' / 'openanomaly.db'}")
+    try:
+        with pytest.raises(StoreUnavailable, match="unable to open database file"):
+            store.last_end("a")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("not a url", "Could not parse"),
+        ("nosuchdb://x/y", "nosuchdb"),
+        ("mysql://u@h/d", "No module"),
+    ],
+)
+def test_a_bad_database_url_is_a_config_error(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        SqlStore(url)
+    assert caught.value.where == "database_url"
 
 
 # -- ModelRegistry -----------------------------------------------------------------------------
@@ -568,6 +605,30 @@ def test_local_store_loading_a_directory_is_not_found(tmp_path: Path) -> None:
 
     with pytest.raises(NotFound):
         store.load("pipelines/a")
+
+
+def test_local_store_file_system_failures_are_store_errors(tmp_path: Path) -> None:
+    (tmp_path / "root").write_text("a file where the directory should be")
+    store = LocalArtifactStore(tmp_path / "root")
+
+    with pytest.raises(StoreError, match=r"artifact 'pipelines/a/v1\.bin'") as caught:
+        store.save("pipelines/a/v1.bin", b"x")
+    assert caught.value.store == "artifacts" and not isinstance(caught.value, NotFound)
+    with pytest.raises(NotFound):  # nothing can be under a file: the artifact is not there
+        store.load("pipelines/a/v1.bin")
+    with pytest.raises(StoreError, match="File name too long"):
+        LocalArtifactStore(tmp_path).load("x" * 300)
+
+
+def test_yaml_store_file_system_failures_are_store_errors(tmp_path: Path) -> None:
+    (tmp_path / "dir").write_text("a file where the directory should be")
+    store = YamlPipelineStore(tmp_path / "dir" / "pipelines.yaml")
+
+    with pytest.raises(StoreError, match=r"pipelines\.yaml") as caught:
+        store.list()
+    assert caught.value.store == "pipelines file"
+    with pytest.raises(StoreError):
+        store.put(pipeline("a"))
 
 
 def test_noop_store_keeps_nothing() -> None:

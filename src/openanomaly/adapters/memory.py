@@ -14,7 +14,15 @@ from typing import Literal
 
 import numpy as np
 
-from openanomaly.domain.records import Job, ModelVersion, OutputSeries, WindowState
+from openanomaly.domain.records import (
+    InferResult,
+    InferWindow,
+    Job,
+    ModelVersion,
+    OutputSeries,
+    TrainJob,
+    WindowState,
+)
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch, series_key
 from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.errors import (
@@ -284,6 +292,62 @@ class RecordingDispatcher:
 
     def close(self) -> None:
         return None
+
+
+class MemoryJobPlanner:
+    """A JobPlanner of fixed answers: ``pipelines``, which of them are ``untrained``, and the
+    window ``due`` per pipeline (taken once: the next tick finds nothing new)."""
+
+    def __init__(
+        self,
+        pipelines: Iterable[Pipeline] = (),
+        *,
+        untrained: Iterable[str] = (),
+        due: dict[str, InferWindow] | None = None,
+        now: int = 0,
+    ) -> None:
+        self.pipelines = list(pipelines)
+        self.untrained = set(untrained)
+        self.due = dict(due or {})
+        self.now = now
+
+    def enabled_pipelines(self) -> list[Pipeline]:
+        return [p for p in self.pipelines if p.enabled]
+
+    def needs_training(self, pipeline_id: str) -> bool:
+        return pipeline_id in self.untrained
+
+    def train_job(self, pipeline_id: str) -> TrainJob:
+        return TrainJob(pipeline_id, self.now)
+
+    def due_infer(self, pipeline_id: str) -> InferWindow | None:
+        return self.due.pop(pipeline_id, None)
+
+
+class RecordingTelemetry:
+    """Telemetry that keeps what it was told: ``jobs`` as (kind, pipeline, status, seconds),
+    ``inferences`` as the results; its page lists both, one line each."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, str, str, float]] = []
+        self.inferences: list[InferResult] = []
+        self._lock = threading.Lock()
+
+    def job_done(
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
+    ) -> None:
+        with self._lock:
+            self.jobs.append((kind, pipeline_id, status, seconds))
+
+    def inferred(self, result: InferResult) -> None:
+        with self._lock:
+            self.inferences.append(result)
+
+    def exposition(self) -> tuple[bytes, str]:
+        with self._lock:
+            lines = [f"job {k} {p} {s}" for k, p, s, _ in self.jobs]
+            lines += [f"inferred {r.pipeline_id} {r.points} {r.anomalies}" for r in self.inferences]
+        return "".join(f"{line}\n" for line in lines).encode(), "text/plain; charset=utf-8"
 
 
 class MeanEngine:

@@ -15,6 +15,8 @@ from openanomaly.errors import (
     OpenAnomalyError,
     PipelineBusy,
     QueryError,
+    StoreError,
+    StoreUnavailable,
     TsdbUnavailable,
     WriteRejected,
 )
@@ -30,6 +32,8 @@ STATUS: tuple[tuple[type[OpenAnomalyError], int], ...] = (
     (NoData, 422),
     (WriteRejected, 502),
     (TsdbUnavailable, 503),
+    (StoreUnavailable, 503),
+    (StoreError, 500),
     (OpenAnomalyError, 500),
 )
 

@@ -1,4 +1,5 @@
-"""Small records of plain values: job payloads, model versions, samples to write."""
+"""Small records of plain values: job payloads, model versions, what a window did, samples to
+write."""
 
 from __future__ import annotations
 
@@ -50,6 +51,29 @@ class ModelVersion:
     train_end: int
     fit_seconds: float
     extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class InferResult:
+    """What one inference run did (a window, or a catch-up of several): counts and where the
+    time went (seconds per phase)."""
+
+    pipeline_id: str
+    start: int
+    end: int
+    series: int = 0
+    points: int = 0
+    anomalies: int = 0
+    cold_series: int = 0
+    samples_written: int = 0
+    model_version: str | None = None
+    windows: int = 0
+    recovered: int = 0
+    """Windows found interrupted and completed with only what the TSDB lacked."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Points (per series, summed) not scored, by reason: ``catchup`` (beyond
+    ``infer.max_catchup``), ``too_old`` (behind the TSDB's write horizon)."""
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from openanomaly.domain.outputs import build_outputs
-from openanomaly.domain.records import InferWindow, ModelVersion, OutputSeries
+from openanomaly.domain.records import InferResult, InferWindow, ModelVersion, OutputSeries
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import points_between, windows
@@ -38,27 +38,6 @@ from openanomaly.services.recovery import drop_before, missing, output_selector
 from openanomaly.services.window_scores import WindowScores, score_window
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class InferResult:
-    """What one window did: counts and where the time went (seconds per phase)."""
-
-    pipeline_id: str
-    start: int
-    end: int
-    series: int = 0
-    points: int = 0
-    anomalies: int = 0
-    cold_series: int = 0
-    samples_written: int = 0
-    model_version: str | None = None
-    windows: int = 0
-    recovered: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    """Points (per series, summed) not scored, by reason: ``catchup`` (beyond
-    ``infer.max_catchup``), ``too_old`` (behind the TSDB's write horizon)."""
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 RECOVER_ATTEMPTS = 2

@@ -1,5 +1,5 @@
 """The application service: runs jobs by id and decides which jobs are due. The CLI, the API,
-the scheduler and the workers all go through it."""
+the scheduler (through the ``JobPlanner`` port) and the workers all go through it."""
 
 from __future__ import annotations
 
@@ -9,28 +9,27 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from openanomaly.adapters.telemetry.prometheus import ServiceMetrics
 from openanomaly.domain.grid import align
-from openanomaly.domain.records import InferWindow, Job, ModelVersion, TrainJob
-from openanomaly.domain.spec import spec_hash
+from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
+from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
 from openanomaly.errors import OpenAnomalyError, PipelineBusy
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
     EngineFactory,
-    JobDispatcher,
     LeaseStore,
     MetricsReader,
     ModelRegistry,
     PipelineStore,
+    Telemetry,
 )
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
-from openanomaly.services.inferencer import Inferencer, InferResult
+from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ class Service:
     engines: EngineFactory
     trainer: Trainer
     inferencer: Inferencer
-    metrics: ServiceMetrics
+    telemetry: Telemetry
     clock: Clock = time.time
     leases: LeaseStore | None = None
     """Without one (tests of a single service), only the in-process lock keeps runs apart."""
@@ -99,16 +98,14 @@ class Service:
                 else:
                     with self._lease(job.pipeline_id, wait) as owner:
                         result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
-                    self.metrics.observe_infer(result)
-                    for reason, points in result.skipped.items():
-                        self.metrics.points_skipped(job.pipeline_id, reason, points)
+                    self.telemetry.inferred(result)
         except PipelineBusy:
-            self.metrics.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
+            self.telemetry.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
             raise
         except Exception:
-            self.metrics.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
+            self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
             raise
-        self.metrics.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
+        self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
         return result
 
     def run_logged(self, job: Job) -> None:
@@ -121,6 +118,9 @@ class Service:
             log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
         except Exception:
             log.exception("%s job for pipeline=%s crashed", job.kind, job.pipeline_id)
+
+    def enabled_pipelines(self) -> list[Pipeline]:
+        return [p for p in self.pipelines.list() if p.enabled]
 
     def train_job(self, pipeline_id: str, end: int | None = None) -> TrainJob:
         pipeline = self.pipelines.get(pipeline_id)
@@ -195,14 +195,3 @@ def _renew(
                 return  # the fenced checkpoint refuses this run's next commit
         except Exception:  # a store hiccup: the next renewal may succeed before expiry
             log.exception("pipeline=%s: lease renewal failed", pipeline_id)
-
-
-def submit_due(service: Service, dispatcher: JobDispatcher, pipeline_id: str) -> bool:
-    """Submit the pipeline's due inference window, if any. Returns whether one was submitted."""
-    window = service.due_infer(pipeline_id)
-    if window is not None:
-        dispatcher.submit(window)
-    return window is not None
-
-
-JobHandler = Callable[[Job], None]

@@ -5,6 +5,9 @@ SQLite is the standalone default; PostgreSQL takes the same URL shape
 (``postgresql+psycopg://user:pw@host/db``). The SQL is kept portable for that: JSON is stored
 as text, upserts are an UPDATE then an INSERT (no dialect-specific ``ON CONFLICT``), times are
 unix seconds.
+
+Library errors stop here: ``ERRORS`` maps SQLAlchemy's (and the driver's) exceptions to
+``StoreUnavailable``/``StoreError``, a bad URL or a missing driver to ``ConfigError``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 from openanomaly.domain.records import ModelVersion, WindowState
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import ConfigError, NotFound, PipelineBusy
+from openanomaly.errors import (
+    ConfigError,
+    NotFound,
+    OpenAnomalyError,
+    PipelineBusy,
+    StoreError,
+    StoreUnavailable,
+)
 from openanomaly.ports import Clock
 
 _KEY = 255  # VARCHAR length for ids: indexable everywhere
@@ -95,6 +105,36 @@ window_journal = sa.Table(
     sa.Column("begun_at", sa.Double, nullable=False),
 )
 
+ERRORS: tuple[tuple[type[Exception], type[OpenAnomalyError]], ...] = (
+    # refused, timed out, "unable to open database file", "database is locked" past busy_timeout
+    (sa.exc.OperationalError, StoreUnavailable),
+    # any other driver error: "file is not a database" (a corrupt SQLite file), a bad schema...
+    (sa.exc.DBAPIError, StoreError),
+    # a malformed URL, or one naming a dialect or driver that is not installed
+    (sa.exc.ArgumentError, ConfigError),
+    (ModuleNotFoundError, ConfigError),
+)
+"""Library exception -> ours, first match wins (as httpx's ``map_httpcore_exceptions``)."""
+
+
+@contextmanager
+def _translated(url: str) -> Iterator[None]:
+    """Raise what ``ERRORS`` maps a library exception to; ``url`` is shown without password."""
+    try:
+        yield
+    except tuple(t for t, _ in ERRORS) as exc:
+        ours = next(ours for t, ours in ERRORS if isinstance(exc, t))
+        # SQLAlchemy's text adds the statement and a link: the driver's message is what helps.
+        orig = getattr(exc, "orig", None)
+        reason = str(orig if orig is not None else exc).strip().splitlines()[0]
+        if issubclass(ours, StoreError):
+            raise ours(f"database {url}: {reason}", store="database") from exc
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError):
+            hint = " (for PostgreSQL: pip install 'openanomaly[postgres]')"
+        raise ConfigError(f"{url}: {reason}{hint}", where="database_url") from exc
+
+
 _VERSION_COLUMNS = [c for c in model_versions.c if c.name != "seq"]
 _WRITE = "openanomaly_write"  # execution option: this transaction will write
 _Versions = list[ModelVersion]  # spelled here: inside SqlStore, ``list`` is the method
@@ -122,12 +162,16 @@ class SqlStore:
         self, url: str | sa.URL, *, clock: Clock = time.time, busy_timeout: float = 30.0
     ) -> None:
         self._clock = clock
-        self.engine = _create_engine(sa.make_url(url), busy_timeout)
+        with _translated("<unparsable URL>"):
+            parsed = sa.make_url(url)
+        self._shown = parsed.render_as_string(hide_password=True)
+        with _translated(self._shown):
+            self.engine = _create_engine(parsed, busy_timeout)
         self._schema_lock = threading.Lock()
         self._schema_ready = False
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections (a later call opens new ones)."""
         self.engine.dispose()
 
     # -- PipelineStore -------------------------------------------------------------------------
@@ -304,12 +348,13 @@ class SqlStore:
 
     @contextmanager
     def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        self._ensure_schema()
-        with self.engine.connect() as conn:
-            if write:
-                conn.execution_options(**{_WRITE: True})
-            with conn.begin():
-                yield conn
+        with _translated(self._shown):
+            self._ensure_schema()
+            with self.engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{_WRITE: True})
+                with conn.begin():
+                    yield conn
 
     def _ensure_schema(self) -> None:
         if self._schema_ready:

@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from openanomaly.adapters.artifacts.local import write_atomic
 from openanomaly.adapters.config._yaml_locate import Locator, Problem
+from openanomaly.adapters.files import write_atomic
 from openanomaly.domain.spec import Pipeline, PipelineFile
-from openanomaly.errors import ConfigError, NotFound
+from openanomaly.errors import ConfigError, NotFound, StoreError
 
 _Raw = list[Any]
 """The pipelines of a file as parsed from YAML, before validation."""
@@ -196,6 +196,8 @@ class YamlPipelineStore:
         except FileNotFoundError:
             self._stamp, self._doc = None, _Document()
             return self._doc
+        except OSError as exc:
+            raise self._failed(exc) from exc
         # Stat before reading: a change racing with the read is then seen on the next call.
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp:
@@ -206,5 +208,13 @@ class YamlPipelineStore:
     def _write(self, raw: _Raw, bare: bool) -> None:
         data = raw if bare else {"pipelines": raw}
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-        write_atomic(self.path, text.encode("utf-8"))
+        try:
+            write_atomic(self.path, text.encode("utf-8"))
+        except OSError as exc:
+            raise self._failed(exc) from exc
         self._stamp = None  # the next read parses what was written, as any other change
+
+    def _failed(self, exc: OSError) -> StoreError:
+        # Reading errors are the file's problem (PipelineFileError, with the line); these are
+        # the file system's: a directory that cannot be listed or written, a full disk.
+        return StoreError(f"{self.path}: {exc.strerror or exc}", store="pipelines file")

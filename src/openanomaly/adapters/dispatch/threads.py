@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from openanomaly.domain.records import Job
-from openanomaly.services.service import JobHandler
+from openanomaly.ports import JobHandler
 
 log = logging.getLogger(__name__)
 

@@ -1,22 +1,21 @@
 """HTTP plumbing shared by the Prometheus reader and the remote-write writer.
 
-``TsdbHttpConfig`` describes how to reach a TSDB (auth, TLS, tenant); ``build_client`` turns it
-into an ``httpx.Client`` that both adapters share. ``call_with_retries`` and
-``response_message`` give both adapters the same retry policy and the same error wording.
+``build_client`` makes the ``httpx.Client`` that both adapters share (auth, TLS, tenant).
+``call_with_retries`` and ``response_message`` give both adapters the same retry policy and
+the same error wording.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
-from typing import TypeVar
-from urllib.parse import urlsplit
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Self, TypeVar
 
 import certifi
 import httpx
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -35,8 +34,9 @@ T = TypeVar("T")
 USER_AGENT = "openanomaly"
 
 
-class TlsConfig(BaseModel):
-    """TLS settings for talking to the TSDB.
+@dataclass(frozen=True)
+class Tls:
+    """How to check the TSDB's certificate and which one to show it.
 
     Attributes:
         verify: check the server certificate; turn off only for a self-signed test server.
@@ -45,102 +45,65 @@ class TlsConfig(BaseModel):
         key_file: the client certificate's key, when it is not inside ``cert_file``.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
     verify: bool = True
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
 
-    @model_validator(mode="after")
-    def _key_needs_cert(self) -> TlsConfig:
-        if self.key_file and not self.cert_file:
-            raise ValueError("tls.key_file is set without tls.cert_file")
-        return self
 
-
-class TsdbHttpConfig(BaseModel):
-    """How to reach a Prometheus-compatible TSDB over HTTP.
-
-    Secrets are ``SecretStr`` and extra header values are left out of ``repr``, so printing or
-    logging a config never shows a credential.
-
-    Attributes:
-        url: base URL of the Prometheus HTTP API, e.g. ``http://localhost:9090``.
-        write_url: remote-write endpoint; ``None`` means ``<url>/api/v1/write``.
-        username: basic-auth user.
-        password: basic-auth password.
-        bearer_token: sent as ``Authorization: Bearer ...`` (exclusive with basic auth).
-        tls: certificate checks and client certificates.
-        tenant: multi-tenant id (Mimir, Cortex, Thanos), sent as ``X-Scope-OrgID``.
-        timeout: seconds to wait for a response (connecting waits at most 10 s).
-        headers: extra headers sent with every request; values are secret (API keys...).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    url: str
-    write_url: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    bearer_token: SecretStr | None = None
-    tls: TlsConfig = TlsConfig()
-    tenant: str | None = None
-    timeout: float = Field(default=30.0, gt=0)
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
-
-    @field_validator("url", "write_url")
-    @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"expected an http(s) URL, got {value!r}")
-        # A URL with user:password@ would print the secret in every log line and error.
-        if parts.username or parts.password:
-            raise ValueError("credentials in the URL would be logged; use username/password")
-        return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _one_auth(self) -> TsdbHttpConfig:
-        if self.password is not None and not self.username:
-            raise ValueError("password is set without username")
-        if self.username and self.bearer_token is not None:
-            raise ValueError("choose basic auth (username/password) or bearer_token, not both")
-        return self
-
-    @property
-    def remote_write_url(self) -> str:
-        """``write_url``, or the Prometheus/VictoriaMetrics default ``<url>/api/v1/write``."""
-        return self.write_url or f"{self.url}/api/v1/write"
-
-
-def build_client(cfg: TsdbHttpConfig) -> httpx.Client:
-    """An ``httpx.Client`` carrying ``cfg``'s auth, TLS settings, tenant and extra headers.
+def build_client(
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    bearer_token: str | None = None,
+    tenant: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+    tls: Tls = Tls(),
+) -> httpx.Client:
+    """An ``httpx.Client`` for the reader and the writer to share: basic auth (``username``,
+    ``password``) or ``bearer_token``, the tenant as ``X-Scope-OrgID``, extra ``headers``, and
+    ``timeout`` seconds per response (connecting waits at most 10 s). The settings check these
+    values (``TsdbSettings``); the caller closes the client.
 
     Raises:
         ConfigError: a TLS file cannot be read.
     """
-    headers = {"User-Agent": USER_AGENT}
-    headers.update({name: value.get_secret_value() for name, value in cfg.headers.items()})
-    if cfg.tenant:
-        headers["X-Scope-OrgID"] = cfg.tenant
-    if cfg.bearer_token is not None:
-        headers["Authorization"] = f"Bearer {cfg.bearer_token.get_secret_value()}"
-    auth = None
-    if cfg.username:
-        password = cfg.password.get_secret_value() if cfg.password else ""
-        auth = httpx.BasicAuth(cfg.username, password)
+    sent = {"User-Agent": USER_AGENT, **(headers or {})}
+    if tenant:
+        sent["X-Scope-OrgID"] = tenant
+    if bearer_token is not None:
+        sent["Authorization"] = f"Bearer {bearer_token}"
+    auth = httpx.BasicAuth(username, password or "") if username else None
     return httpx.Client(
         auth=auth,
-        headers=headers,
-        verify=_ssl_context(cfg.tls),
-        timeout=httpx.Timeout(cfg.timeout, connect=min(cfg.timeout, 10.0)),
+        headers=sent,
+        verify=_ssl_context(tls),
+        timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
     )
 
 
-def _ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+class ClientOwner:
+    """The HTTP client of a reader or writer: the one handed in (shared, closed by whoever made
+    it), or a plain one of its own, closed by ``close()`` or at the end of a ``with`` block."""
+
+    def __init__(self, client: httpx.Client | None) -> None:
+        self._client = client if client is not None else httpx.Client(timeout=30.0)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        """Close the HTTP client if this object created it."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _ssl_context(tls: Tls) -> ssl.SSLContext:
     # httpx 0.28 deprecates verify=<path> and cert=...: an SSLContext is the supported way.
     try:
         ctx = ssl.create_default_context(cafile=tls.ca_file or certifi.where())

@@ -17,6 +17,7 @@ import orjson
 
 from openanomaly.adapters.prometheus.decode import RangeSeries, decode_matrix
 from openanomaly.adapters.prometheus.http import (
+    ClientOwner,
     call_with_retries,
     is_retryable,
     response_message,
@@ -43,7 +44,7 @@ def aligned_grid(start: int, end: int, step: int) -> IntArray:
     return np.arange(first, end + 1, step, dtype=np.int64)
 
 
-class PrometheusReader:
+class PrometheusReader(ClientOwner):
     """A ``MetricsReader`` over the Prometheus HTTP API.
 
     Args:
@@ -73,17 +74,11 @@ class PrometheusReader:
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.endpoint = url.rstrip("/") + "/api/v1/query_range"
-        self._client = client if client is not None else httpx.Client(timeout=30.0)
-        self._owns_client = client is None
+        super().__init__(client)
         self._max_points = max_points
         self._parallelism = parallelism
         self._attempts = max_retries + 1
         self._backoff = backoff
-
-    def close(self) -> None:
-        """Close the HTTP client if this reader created it."""
-        if self._owns_client:
-            self._client.close()
 
     def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
         """Every series of ``query`` on the multiples of ``step`` in ``[start, end]``.

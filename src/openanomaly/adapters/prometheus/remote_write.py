@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import cramjam
 import httpx
@@ -22,6 +22,7 @@ import numpy as np
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from openanomaly.adapters.prometheus.http import (
+    ClientOwner,
     call_with_retries,
     is_retryable,
     response_message,
@@ -30,10 +31,9 @@ from openanomaly.adapters.prometheus.http import (
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import FloatArray, IntArray
 from openanomaly.errors import TsdbUnavailable, WriteRejected, WriteUncertain
+from openanomaly.ports import Flavor
 
 logger = logging.getLogger(__name__)
-
-Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
 
 WRITE_HORIZON: dict[str, int | None] = {
     "prometheus": 3600 - 300,
@@ -191,7 +191,7 @@ def _add_series(
         series.samples.add(value=v, timestamp=t)
 
 
-class RemoteWriteWriter:
+class RemoteWriteWriter(ClientOwner):
     """A ``MetricsWriter`` speaking Prometheus remote write 1.0.
 
     Args:
@@ -227,17 +227,11 @@ class RemoteWriteWriter:
             raise ValueError(f"flavor must be one of {', '.join(get_args(Flavor))}, got {flavor!r}")
         self.url = url
         self.flavor = flavor
-        self._client = client if client is not None else httpx.Client(timeout=30.0)
-        self._owns_client = client is None
+        super().__init__(client)
         self._batch_samples = batch_samples
         self._attempts = max_retries + 1
         self._backoff = backoff
         self._clock = clock
-
-    def close(self) -> None:
-        """Close the HTTP client if this writer created it."""
-        if self._owns_client:
-            self._client.close()
 
     def write(self, series: Sequence[OutputSeries]) -> int:
         """Send the finite samples of ``series``; returns how many samples were sent.

@@ -16,24 +16,33 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
-from openanomaly.ports import JobDispatcher
-from openanomaly.services.service import Service, submit_due
+from openanomaly.ports import JobDispatcher, JobPlanner
 
 log = logging.getLogger(__name__)
 
 
 class ApsScheduler:
+    """A ``Scheduler`` that asks ``planner`` what is due and submits it to ``dispatcher``.
+
+    Args:
+        planner: the application's side (the Service): pipelines, due jobs.
+        dispatcher: where jobs go.
+        sync_every: seconds between re-reads of the enabled pipelines.
+    """
+
     def __init__(
-        self, service: Service, dispatcher: JobDispatcher, *, sync_every: float = 10.0
+        self, planner: JobPlanner, dispatcher: JobDispatcher, *, sync_every: float = 10.0
     ) -> None:
-        self._service = service
+        if sync_every <= 0:
+            raise ValueError(f"sync_every must be > 0 seconds, got {sync_every}")
+        self._planner = planner
         self._dispatcher = dispatcher
         self._aps = BackgroundScheduler(timezone="UTC")
         self._specs: dict[str, Pipeline] = {}
         self._sync_every = sync_every
 
     def start(self) -> None:
-        self.sync(self._service.pipelines.list())
+        self.sync(self._planner.enabled_pipelines())
         self._aps.add_job(
             self._resync,
             IntervalTrigger(seconds=self._sync_every),
@@ -59,7 +68,7 @@ class ApsScheduler:
 
     def _resync(self) -> None:
         try:
-            self.sync(self._service.pipelines.list())
+            self.sync(self._planner.enabled_pipelines())
         except Exception:
             log.exception("pipeline sync failed; keeping the current schedule")
 
@@ -80,7 +89,7 @@ class ApsScheduler:
             trigger = IntervalTrigger(seconds=p.train.every)
         if trigger is not None:
             self._aps.add_job(self._train, trigger, args=[p.id], id=f"train:{p.id}", **opts)
-        if self._service.needs_training(p.id):
+        if self._planner.needs_training(p.id):
             self._train(p.id)
         log.info("scheduled pipeline=%s infer every %ss", p.id, p.infer.every)
 
@@ -92,11 +101,13 @@ class ApsScheduler:
 
     def _tick(self, pid: str) -> None:
         try:
-            if self._service.needs_training(pid):
+            if self._planner.needs_training(pid):
                 self._train(pid)
-            submit_due(self._service, self._dispatcher, pid)
+            window = self._planner.due_infer(pid)
+            if window is not None:
+                self._dispatcher.submit(window)
         except Exception:
             log.exception("inference tick for pipeline=%s failed", pid)
 
     def _train(self, pid: str) -> None:
-        self._dispatcher.submit(self._service.train_job(pid))
+        self._dispatcher.submit(self._planner.train_job(pid))

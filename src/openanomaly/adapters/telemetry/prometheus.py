@@ -3,12 +3,24 @@ one, so tests and several services in one process do not collide."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from typing import Literal
 
-from openanomaly.services.inferencer import InferResult
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from openanomaly.domain.records import InferResult
 
 
-class ServiceMetrics:
+class PrometheusTelemetry:
+    """The ``Telemetry`` port as Prometheus metrics: jobs by kind, pipeline and status, their
+    durations, points scored, anomalies found, samples written, the last success."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.jobs = Counter(
@@ -50,19 +62,20 @@ class ServiceMetrics:
             registry=self.registry,
         )
 
-    def job_done(self, kind: str, pipeline: str, status: str, seconds: float) -> None:
-        self.jobs.labels(kind, pipeline, status).inc()
+    def job_done(
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
+    ) -> None:
+        self.jobs.labels(kind, pipeline_id, status).inc()
         self.duration.labels(kind).observe(seconds)
         if status == "ok":
-            self.last_success.labels(kind, pipeline).set_to_current_time()
+            self.last_success.labels(kind, pipeline_id).set_to_current_time()
 
-    def observe_infer(self, result: InferResult) -> None:
+    def inferred(self, result: InferResult) -> None:
         self.points.labels(result.pipeline_id).inc(result.points)
         self.anomalies.labels(result.pipeline_id).inc(result.anomalies)
         self.samples.labels(result.pipeline_id).inc(result.samples_written)
+        for reason, points in result.skipped.items():
+            self.skipped.labels(result.pipeline_id, reason).inc(points)
 
-    def points_skipped(self, pipeline: str, reason: str, points: int) -> None:
-        self.skipped.labels(pipeline, reason).inc(points)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from openanomaly.api.deps import ContainerDep
+from openanomaly.errors import OpenAnomalyError
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +19,7 @@ def healthz() -> dict[str, str]:
 def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
     try:
         container.service.pipelines.list()
-    except Exception as exc:
+    except OpenAnomalyError as exc:  # the stores translate their libraries' errors
         response.status_code = 503
         return {"status": "unavailable", "detail": type(exc).__name__}
     return {"status": "ok"}
@@ -27,4 +27,5 @@ def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
 
 @router.get("/metrics")
 def metrics(container: ContainerDep) -> Response:
-    return Response(container.service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = container.telemetry.exposition()
+    return Response(body, media_type=content_type)

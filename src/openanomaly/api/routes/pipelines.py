@@ -7,10 +7,9 @@ from typing import Any
 from fastapi import APIRouter
 
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
-from openanomaly.domain.records import InferWindow, ModelVersion
+from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError
-from openanomaly.services.inferencer import InferResult
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
 

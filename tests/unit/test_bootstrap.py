@@ -1,0 +1,99 @@
+"""The composition root: what it builds from the settings, and that closing the container
+releases all of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import SecretStr
+
+from openanomaly.adapters.config.sql import SqlStore
+from openanomaly.adapters.memory import (
+    MemoryArtifactStore,
+    MemoryEngineFactory,
+    MemoryMetrics,
+    MemoryPipelineStore,
+    MemoryRegistry,
+    RecordingTelemetry,
+)
+from openanomaly.adapters.schedule.aps import ApsScheduler
+from openanomaly.bootstrap import bootstrap
+from openanomaly.domain.records import InferWindow, TrainJob
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import NoData
+from openanomaly.settings import Settings
+
+NOW = 1_800_000_000
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'oa.db'}"),
+        artifacts_dir=tmp_path / "artifacts",
+        pipeline_sync_every=3.0,
+    )
+
+
+def test_close_releases_the_client_the_database_the_workers_and_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    c = bootstrap(settings(tmp_path))
+    store = c.service.pipelines
+    assert isinstance(store, SqlStore) and isinstance(c.scheduler, ApsScheduler)
+    assert c.scheduler._sync_every == 3.0
+    store.list()
+    assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    client = c.reader._client  # type: ignore[attr-defined]
+    assert client is c.writer._client  # type: ignore[attr-defined]  # one client for both
+    c.scheduler.start()
+
+    c.close()
+    c.close()  # twice is harmless
+
+    assert client.is_closed
+    assert store.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    assert not c.scheduler._aps.running
+    with pytest.raises(RuntimeError, match="shutdown"):
+        c.dispatcher.submit(TrainJob("p", NOW))
+
+
+def test_the_service_records_its_jobs_in_the_telemetry_handed_in() -> None:
+    ts = np.arange(NOW - 7200, NOW + 1, 60)
+    batch = SeriesBatch(({"__name__": "m"},), ts, np.ones((1, ts.size)))
+    metrics, registry, telemetry = (
+        MemoryMetrics({"m": batch}),
+        MemoryRegistry(),
+        RecordingTelemetry(),
+    )
+    spec = {"id": "p", "query": "m", "step": "1m", "train": {"window": "1h"}}
+    absent = {**spec, "id": "q", "query": "absent"}
+    pipelines = MemoryPipelineStore(
+        [Pipeline.model_validate(spec), Pipeline.model_validate(absent)]
+    )
+    with bootstrap(
+        Settings(),
+        reader=metrics,
+        writer=metrics,
+        pipelines=pipelines,
+        registry=registry,
+        checkpoints=registry,
+        artifacts=MemoryArtifactStore(),
+        engines=MemoryEngineFactory(),
+        telemetry=telemetry,
+        clock=lambda: NOW,
+    ) as c:
+        c.service.run(c.service.train_job("p"))
+        result = c.service.run(InferWindow("p", NOW - 600, NOW))
+        with pytest.raises(NoData):
+            c.service.run(c.service.train_job("q"))
+    assert [j[:3] for j in telemetry.jobs] == [
+        ("train", "p", "ok"),
+        ("infer", "p", "ok"),
+        ("train", "q", "error"),
+    ]
+    assert telemetry.inferences == [result]
+    body, content_type = telemetry.exposition()
+    assert b"job infer p ok\n" in body and content_type.startswith("text/plain")
