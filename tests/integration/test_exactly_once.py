@@ -9,7 +9,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,13 @@ class CrashingWriter:
         return self.inner.oldest_accepted()
 
 
+@pytest.fixture
+def opened() -> Iterator[ExitStack]:
+    """Closes, after the test, every client and store the test opened."""
+    with ExitStack() as stack:
+        yield stack
+
+
 def seed_input(server: TsdbServer, metric: str, minutes: int = 50, n: int = 6) -> None:
     now = int(time.time()) // STEP * STEP
     ts = np.arange(now - minutes * STEP, now + 1, STEP)
@@ -69,7 +77,9 @@ def seed_input(server: TsdbServer, metric: str, minutes: int = 50, n: int = 6) -
         OutputSeries({"__name__": metric, "host": f"h{i}"}, ts, 100 + rng.normal(0, 2, ts.size))
         for i in range(n)
     ]
-    RemoteWriteWriter(server.write_url, flavor=server.flavor).write(series)
+    writer = RemoteWriteWriter(server.write_url, flavor=server.flavor)
+    writer.write(series)
+    writer.close()
     server.flush()
 
 
@@ -79,11 +89,20 @@ def pipeline(pid: str, metric: str, **infer: str) -> Pipeline:
 
 
 def service(
-    server: TsdbServer, db: Path, p: Pipeline, writer: MetricsWriter | None = None
+    server: TsdbServer,
+    db: Path,
+    p: Pipeline,
+    opened: ExitStack,
+    writer: MetricsWriter | None = None,
 ) -> Service:
-    reader = PrometheusReader(server.url)
-    writer = writer or RemoteWriteWriter(server.write_url, flavor=server.flavor)
-    store = SqlStore(f"sqlite:///{db}")
+    reader = opened.enter_context(closing(PrometheusReader(server.url)))
+    writer = writer or opened.enter_context(
+        closing(RemoteWriteWriter(server.write_url, flavor=server.flavor))
+    )
+    samples = opened.enter_context(
+        closing(PrometheusSampleReader(server.url, settle=READBACK_SETTLE.get(server.flavor, 0.0)))
+    )
+    store = opened.enter_context(closing(SqlStore(f"sqlite:///{db}")))
     engines, artifacts = MemoryEngineFactory(), MemoryArtifactStore()
     return Service(
         pipelines=MemoryPipelineStore([p]),
@@ -99,9 +118,7 @@ def service(
             artifacts=artifacts,
             registry=store,
             checkpoints=store,
-            samples=PrometheusSampleReader(
-                server.url, settle=READBACK_SETTLE.get(server.flavor, 0.0)
-            ),
+            samples=samples,
         ),
         telemetry=PrometheusTelemetry(),
         leases=store,
@@ -148,18 +165,19 @@ def service_due(p: Pipeline, now: float) -> InferWindow:
 
 
 def test_a_window_interrupted_mid_write_is_completed_exactly_once(
-    tsdb: TsdbServer, tmp_path: Path
+    tsdb: TsdbServer, tmp_path: Path, opened: ExitStack
 ) -> None:
     metric = f"oa_eo_{uuid.uuid4().hex[:8]}"
     seed_input(tsdb, metric)
     calm, hurt = pipeline("calm-" + metric[6:], metric), pipeline("hurt-" + metric[6:], metric)
     now = time.time()
-    service(tsdb, tmp_path / "calm.db", calm).run(service_due(calm, now))
-    writer = CrashingWriter(RemoteWriteWriter(tsdb.write_url, flavor=tsdb.flavor), crash_at=3)
+    service(tsdb, tmp_path / "calm.db", calm, opened).run(service_due(calm, now))
+    inner = opened.enter_context(closing(RemoteWriteWriter(tsdb.write_url, flavor=tsdb.flavor)))
+    writer = CrashingWriter(inner, crash_at=3)
     with pytest.raises(TsdbUnavailable):
-        service(tsdb, tmp_path / "hurt.db", hurt, writer).run(service_due(hurt, now))
+        service(tsdb, tmp_path / "hurt.db", hurt, opened, writer).run(service_due(hurt, now))
     tsdb.flush()
-    restarted = service(tsdb, tmp_path / "hurt.db", hurt)
+    restarted = service(tsdb, tmp_path / "hurt.db", hurt, opened)
     assert restarted.checkpoints.state(hurt.id).pending is not None
     result = restarted.run(service_due(hurt, now))
     assert result.recovered == 1
@@ -170,12 +188,12 @@ def test_a_window_interrupted_mid_write_is_completed_exactly_once(
 
 
 def test_a_new_pipelines_catchup_on_prometheus_skips_only_what_is_too_old(
-    prometheus: TsdbServer, tmp_path: Path
+    prometheus: TsdbServer, tmp_path: Path, opened: ExitStack
 ) -> None:
     metric = f"oa_eo_{uuid.uuid4().hex[:8]}"
     seed_input(prometheus, metric, minutes=58)
     p = pipeline("late-" + metric[6:], metric, every="1m", context="5m", max_catchup="1h")
-    svc = service(prometheus, tmp_path / "late.db", p)
+    svc = service(prometheus, tmp_path / "late.db", p, opened)
     window = svc.due_infer(p.id)
     assert window is not None and window.end - window.start == 3600
     result = svc.run(window)
@@ -188,12 +206,12 @@ def test_a_new_pipelines_catchup_on_prometheus_skips_only_what_is_too_old(
 
 
 def test_two_services_on_one_database_write_each_window_once(
-    tsdb: TsdbServer, tmp_path: Path
+    tsdb: TsdbServer, tmp_path: Path, opened: ExitStack
 ) -> None:
     metric = f"oa_eo_{uuid.uuid4().hex[:8]}"
     seed_input(tsdb, metric)
     p = pipeline("race-" + metric[6:], metric)
-    services = [service(tsdb, tmp_path / "shared.db", p) for _ in range(2)]
+    services = [service(tsdb, tmp_path / "shared.db", p, opened) for _ in range(2)]
     window = services[0].due_infer(p.id)
     barrier = threading.Barrier(2)
     errors: list[BaseException] = []
@@ -215,7 +233,7 @@ def test_two_services_on_one_database_write_each_window_once(
 
 
 def test_read_back_sees_what_was_just_written_on_a_default_victoriametrics(
-    tmp_path: Path,
+    tmp_path: Path, opened: ExitStack
 ) -> None:
     # Production VictoriaMetrics keeps its 30 s -search.latencyOffset and its ~1 s ingestion
     # buffer: the read-back must still see a sample written a moment ago at "now".
@@ -224,8 +242,13 @@ def test_read_back_sees_what_was_just_written_on_a_default_victoriametrics(
         now = int(time.time())
         ts = np.arange(now - 240, now + 1, STEP)
         written = OutputSeries({"__name__": "oa_eo_fresh", "pipeline": "x"}, ts, ts * 1.0)
-        RemoteWriteWriter(server.write_url, flavor="victoriametrics").write([written])
-        reader = PrometheusSampleReader(server.url, settle=READBACK_SETTLE["victoriametrics"])
+        writer = opened.enter_context(
+            closing(RemoteWriteWriter(server.write_url, flavor="victoriametrics"))
+        )
+        writer.write([written])
+        reader = opened.enter_context(
+            closing(PrometheusSampleReader(server.url, settle=READBACK_SETTLE["victoriametrics"]))
+        )
         got = reader.timestamps('{__name__="oa_eo_fresh"}', now - 300, now)
         assert [t.tolist() for t in got.values()] == [ts.tolist()]
     finally:

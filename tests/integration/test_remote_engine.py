@@ -98,15 +98,13 @@ def remote(url: str, model: dict[str, Any] = PROFILE, **kw: Any) -> RemoteEngine
     return OPENED[-1]
 
 
-def test_fit_predict_and_reload_match_the_local_engine(
-    server: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fit_predict_and_reload_match_the_local_engine(server: str) -> None:
     engine = remote(server).fit(PANEL.history)
     expected = DefaultEngineFactory().create(ModelSpec.model_validate(PROFILE), step=STEP)
     expected.fit(PANEL.history)
     want = expected.predict(PANEL.context, PANEL.future, 0.99)
-    monkeypatch.setenv("OA_REMOTE_TOKEN", TOKEN)
-    reloaded = loads(engine.dumps(), step=STEP)  # a worker that did not train: token from env
+    # A worker that did not train: the token comes from its own settings.
+    reloaded = loads(engine.dumps(), step=STEP, token=SecretStr(TOKEN))
     OPENED.append(reloaded)
     for got in (
         engine.predict(PANEL.context, PANEL.future, 0.99),
@@ -120,7 +118,7 @@ def test_fit_predict_and_reload_match_the_local_engine(
 
 def test_the_token_is_refused_or_accepted(server: str) -> None:
     for token in (None, "wrong"):
-        engine = remote(server, token=token, token_env=None)
+        engine = remote(server, token=token)
         with pytest.raises(RemoteEngineError, match="refused \\(401\\): missing or wrong") as exc:
             engine.fit(PANEL.history)
         assert exc.value.status == 401

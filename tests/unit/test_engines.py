@@ -419,10 +419,10 @@ class TestStatsForecast:
 
         spec = ModelSpec(engine="statsforecast", name="AutoETS", params={"season_length": DAY})
         engine: Any = DefaultEngineFactory().create(spec, step=STEP)
-        engine._proto = FailsOnConstant()
+        engine.inner._proto = FailsOnConstant()
         engine.fit(PANEL.history)
         assert list(engine.known(PANEL.history.keys)) == [True] * SHORT + [False]
-        assert engine.fallbacks_ == {PANEL.history.keys[CONSTANT]: "SeasonalNaive"}
+        assert engine.inner.fallbacks_ == {PANEL.history.keys[CONSTANT]: "SeasonalNaive"}
         fc = engine.predict(PANEL.context, PANEL.future, 0.99)
         assert np.isfinite(fc.lower).all()
 

@@ -60,12 +60,12 @@ def test_missing_library_names_the_extra(
         ("mlforecast", "LightGBM", {"season": "90m"}, r"season \(90m\) must be a whole number"),
         ("mlforecast", "LightGBM", {"n_windows": 1}, "n_windows must be an integer >= 2"),
         ("mlforecast", "LightGBM", {"learning_rate": 0}, r"learning_rate must be .* \(0, 1\]"),
-        ("mlforecast", "LightGBM", {"n_estimators": 10**6}, r"n_estimators must be in \[1, 1"),
+        ("mlforecast", "LightGBM", {"n_estimators": 10**6}, r"n_estimators .* in \[1, 10000\]"),
         ("mlforecast", "LightGBM", {"calendar": "yes"}, "calendar must be true or false"),
         ("pyod", "IForest", {"window": 1}, "window must be an integer >= 2"),
         ("pyod", "IForest", {"contamination": 0.6}, r"contamination must be .* \(0, 0.5\]"),
         ("pyod", "IForest", {"grid": 4}, "grid must be an integer >= 8"),
-        ("pyod", "IForest", {"span": 0}, "span must be a positive number"),
+        ("pyod", "IForest", {"span": 0}, "span must be a number > 0"),
         ("pyod", "IForest", {"n_estimator": 9}, "IForest has no parameter 'n_estimator'; acc"),
         ("pyod", "LOF", {"n_neighbors": "many"}, "LOF failed to fit .* 'n_neighbors'"),
     ],
@@ -90,21 +90,21 @@ def test_load_refuses_another_step_and_garbage(lgbm: Any, lof: Any) -> None:
         spec = ModelSpec(engine=engine)
         with pytest.raises(EngineError, match="step"):
             factory.load(spec, fitted.dumps(), step=60)
-        with pytest.raises(EngineError, match=f"not an? {engine} model artifact"):
+        with pytest.raises(EngineError, match=r"model artifact of format .*retrain"):
             factory.load(spec, b"\x80garbage", step=STEP)
 
 
 class TestMLForecast:
     def test_applied_without_refit_at_any_phase(self, lgbm: Any) -> None:
-        booster = lgbm.model_.models_["lgb"]
+        booster = lgbm.inner.model_.models_["lgb"]
         for offset in (0, 5, 11, 40):
             panel = make_panel(offset=offset)
             fc = lgbm.predict(panel.context, panel.future, 0.99)
             assert np.abs(panel.actual - fc.yhat)[:SEASONAL].mean() < 0.6, offset
-        assert lgbm.model_.models_["lgb"] is booster
+        assert lgbm.inner.model_.models_["lgb"] is booster
 
     def test_band_grows_with_the_horizon_and_the_interval(self, lgbm: Any) -> None:
-        assert (np.diff(lgbm.horizon_scale_) >= 0).all()
+        assert (np.diff(lgbm.inner.horizon_scale_) >= 0).all()
         narrow = lgbm.predict(PANEL.context, PANEL.future, 0.9)
         wide = lgbm.predict(PANEL.context, PANEL.future, 0.999)
         half = (wide.upper - wide.lower)[:SEASONAL]
@@ -128,9 +128,9 @@ class TestMLForecast:
 class TestPyOD:
     def test_score_above_one_exactly_when_the_detector_flags(self, lof: Any) -> None:
         fc = lof.predict(PANEL.context, PANEL.future[:1], 0.999)
-        base = (PANEL.context.values[:SEASONAL, -7:] - lof.center_[:SEASONAL, None]) / lof.scale_[
-            :SEASONAL, None
-        ]
+        detector = lof.inner
+        center, scale = detector.center_[:SEASONAL, None], detector.scale_[:SEASONAL, None]
+        base = (PANEL.context.values[:SEASONAL, -7:] - center) / scale
         lower, upper, yhat = fc.lower[:SEASONAL, 0], fc.upper[:SEASONAL, 0], fc.yhat[:SEASONAL, 0]
         width = upper - lower
         y = lower[:, None] + width[:, None] * np.linspace(-0.5, 1.5, 81)[None, :]
@@ -139,9 +139,10 @@ class TestPyOD:
         )
         from openanomaly.engines.pyod.windowband import window_features
 
-        ys = (y - lof.center_[:SEASONAL, None]) / lof.scale_[:SEASONAL, None]
-        flagged = lof.detectors_[0].decision_function(window_features(base, ys, diffs=True))
-        flagged = flagged.reshape(y.shape) > lof._threshold(np.arange(SEASONAL), 0.999)[:, None]
+        ys = (y - center) / scale
+        flagged = detector.detectors_[0].decision_function(window_features(base, ys, diffs=True))
+        threshold = detector._threshold(np.arange(SEASONAL), 0.999)[:, None]
+        flagged = flagged.reshape(y.shape) > threshold
         # The band is at least the profile's on each side: a flag counts beyond that width.
         prof = lof.profile_.predict(PANEL.context, PANEL.future[:1], 0.999)
         above, below = (prof.upper - prof.yhat)[:SEASONAL], (prof.yhat - prof.lower)[:SEASONAL]

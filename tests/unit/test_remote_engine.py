@@ -59,25 +59,41 @@ def test_batched_fit_and_predict_match_the_local_engine(client: TestClient) -> N
     assert engine.known(keys).tolist() == expected.known(keys).tolist()
 
 
-def test_artifact_round_trip_holds_no_token(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_artifact_round_trip_holds_no_token(client: TestClient) -> None:
     engine = remote(client).fit(PANEL.history)
     data = engine.dumps()
     assert TOKEN.encode() not in data
-    assert orjson.loads(data)["url"] == "http://model-server"
-    monkeypatch.setenv("OA_REMOTE_TOKEN", TOKEN)
-    again = loads(data, step=STEP)
+    # The worker that loads it gets the token from its composition root, as the factory's.
+    factory = DefaultEngineFactory(remote_token=SecretStr(TOKEN))
+    again: Any = factory.load(ModelSpec(engine="remote"), data, step=STEP)
     again._client = client
-    assert again.token_env == "OA_REMOTE_TOKEN"
+    assert again.url == "http://model-server"
+    assert again._token.get_secret_value() == TOKEN
     assert_same(
         again.predict(PANEL.context, PANEL.future, 0.9),
         engine.predict(PANEL.context, PANEL.future, 0.9),
     )
-    with pytest.raises(EngineError, match="another step"):
+    with pytest.raises(EngineError, match="step"):
         loads(data, step=60)
     with pytest.raises(EngineError, match="not a remote model artifact"):
         loads(b"\x00", step=STEP)
+
+
+def test_token_env_of_old_params_is_ignored_and_old_artifacts_are_refused(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The token comes from Settings now: a pipeline still naming token_env keeps working (with
+    # a warning), and nothing reads the environment variable it names.
+    spec = ModelSpec(engine="remote", params={"url": "http://x", "token_env": "OA_REMOTE_TOKEN"})
+    factory = DefaultEngineFactory(remote_token=SecretStr("from-settings"))
+    with caplog.at_level("WARNING"):
+        engine: Any = factory.create(spec, step=STEP)
+    assert "token_env is ignored" in caplog.text
+    assert engine._token.get_secret_value() == "from-settings"
+    assert "token_env" not in engine.get_params()
+    old = orjson.dumps({"format": 1, "step": STEP, "url": "http://x", "token_env": "T"})
+    with pytest.raises(EngineError, match="retrain the model"):
+        factory.load(ModelSpec(engine="remote"), old, step=STEP)
 
 
 def test_a_model_without_fit_predicts_at_once(client: TestClient) -> None:
@@ -126,7 +142,7 @@ def test_params_are_checked() -> None:
         ({"url": "ftp://x"}, "http"),
         ({"url": "http://u:p@x"}, "credentials"),
         ({"url": "http://x", "timeout": 0}, "timeout must be a number > 0"),
-        ({"url": "http://x", "retries": 0}, "retries must be a number >= 1"),
+        ({"url": "http://x", "retries": 0}, "retries must be an integer >= 1"),
         ({"url": "http://x", "token": "t"}, "no parameter 'token'"),
     ]:
         with pytest.raises(EngineError, match=message):

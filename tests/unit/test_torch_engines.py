@@ -142,11 +142,13 @@ class TestChronos:
             engine.predict(PANEL.context, PANEL.future, 0.99)
 
     def test_default_model_and_aliases(self) -> None:
-        engine: Any = DefaultEngineFactory().create(spec("chronos"), step=STEP)
+        from openanomaly.engines.chronos import ChronosEngine
+
+        engine: Any = DefaultEngineFactory().create(spec("chronos"), step=STEP).inner
         assert engine.model_id == "amazon/chronos-bolt-small"
         assert not engine.requires_fit and engine.known(["a", "b"]).all()
-        assert json.loads(engine.dumps())["model"] == "chronos-bolt"
-        engine = DefaultEngineFactory().create(spec("chronos", "chronos-2"), step=STEP)
+        assert ChronosEngine.unpack(engine.dumps(), step=STEP)[0]["model"] == "chronos-bolt"
+        engine = DefaultEngineFactory().create(spec("chronos", "chronos-2"), step=STEP).inner
         assert engine.model_id == "amazon/chronos-2"
 
     @pytest.mark.parametrize(
@@ -168,7 +170,7 @@ class TestChronos:
         assert factory.load(s, data, step=STEP).requires_fit is False
         with pytest.raises(EngineError, match="step"):
             factory.load(s, data, step=60)
-        with pytest.raises(EngineError, match="not a chronos model artifact"):
+        with pytest.raises(EngineError, match=r"model artifact of format .*retrain"):
             factory.load(s, b"\x80pickle?", step=STEP)
 
     def test_missing_library_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,9 +199,9 @@ class TestNeuralForecast:
         assert not [w for w in shown if "LeafSpec" in str(w.message)]  # Lightning's internals
         assert np.isfinite(fc.yhat[:11]).all() and (fc.lower <= fc.upper)[:11].all()
         data = engine.dumps()
-        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        with tarfile.open(fileobj=io.BytesIO(engine.inner.dumps())) as tar:
             names = tar.getnames()
-        assert {"meta.json", "profile.npz"} <= set(names)
+        assert "header.json" in names
         assert not [n for n in names if n.endswith((".pkl", ".ckpt"))]
         assert any(n.endswith(".safetensors") for n in names)
         again = factory.load(s, data, step=STEP).predict(PANEL.context, far, 0.99)
@@ -227,21 +229,24 @@ class TestNeuralForecast:
         data = factory.create(s, step=STEP).fit(PANEL.history).dumps()
         with pytest.raises(EngineError, match="step"):
             factory.load(s, data, step=60)
-        with pytest.raises(EngineError, match="not a neuralforecast model artifact"):
+        with pytest.raises(EngineError, match=r"model artifact of format .*retrain"):
             factory.load(s, b"garbage", step=STEP)
-        old = io.BytesIO()  # an artifact of format 1 has no profile to floor the band with
-        with (
-            tarfile.open(fileobj=io.BytesIO(data)) as src,
-            tarfile.open(fileobj=old, mode="w") as dst,
-        ):
-            for info in src.getmembers():
-                body = src.extractfile(info).read()  # type: ignore[union-attr]
-                if info.name == "meta.json":
-                    body = json.dumps({**json.loads(body), "format": 1}).encode()
+        from openanomaly.engines.floor import ProfileFloor
+        from openanomaly.engines.neuralforecast import NeuralForecastEngine, loads
+
+        inner = ProfileFloor.unpack(data, step=STEP)[1]["inner"]
+        head, files = NeuralForecastEngine.unpack(inner, step=STEP)
+        old = io.BytesIO()  # format 2 (today's before the envelope): meta.json and profile.npz
+        with tarfile.open(fileobj=old, mode="w") as dst:
+            for name, body in {"meta.json": json.dumps({**head, "format": 2}).encode()}.items():
+                info = tarfile.TarInfo(name)
                 info.size = len(body)
                 dst.addfile(info, io.BytesIO(body))
-        with pytest.raises(EngineError, match="format 1, not 2: retrain"):
+        with pytest.raises(EngineError, match="retrain the model"):
+            loads(old.getvalue(), step=STEP)
+        with pytest.raises(EngineError, match="retrain the model"):
             factory.load(s, old.getvalue(), step=STEP)
+        assert files
 
     def test_missing_library_names_the_extra(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(sys.modules, "neuralforecast", None)
@@ -284,7 +289,7 @@ class TestDarts:
         engine: Any = DefaultEngineFactory().create(
             spec("darts", "ExponentialSmoothing", seasonal_periods=DAY, num_samples=50), step=STEP
         )
-        assert engine.probabilistic and not engine.requires_fit
+        assert engine.inner.probabilistic and not engine.requires_fit
         rows = PANEL.context.take([0, 1])
         a = engine.predict(rows, PANEL.future, 0.9)
         b = engine.predict(rows, PANEL.future, 0.9)
@@ -295,10 +300,10 @@ class TestDarts:
 
     def test_default_is_a_global_linear_model_on_an_hour_of_lags(self) -> None:
         # Its band's floor: test_engines.test_band_is_never_narrower_than_the_profiles
-        engine: Any = DefaultEngineFactory().create(spec("darts"), step=STEP)
+        engine: Any = DefaultEngineFactory().create(spec("darts"), step=STEP).inner
         assert (engine.name, engine.requires_fit) == ("LinearRegressionModel", True)
         assert engine._kwargs["lags"] == max(2, 3600 // STEP)  # an hour, no lags given
-        linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP)
+        linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP).inner
         assert linear._kwargs["lags"] == 3  # lags given are kept
 
     @pytest.mark.parametrize(

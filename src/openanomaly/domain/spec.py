@@ -57,11 +57,14 @@ class InferSpec(_Spec):
 
 class ModelSpec(_Spec):
     """``engine`` picks the library, ``name`` its model (default: the engine's own default),
-    ``params`` go to the model's constructor."""
+    ``params`` go to the model's constructor. ``band_floor: profile`` (the default) keeps each
+    side of the engine's band at least the built-in profile's (``engines/floor.py``); ``none``
+    leaves the engine's own band (and no forecast where the engine has none)."""
 
     engine: str = "builtin"
     name: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    band_floor: Literal["profile", "none"] = "profile"
 
 
 class ScoringSpec(_Spec):

@@ -7,6 +7,9 @@ module provides its default model name and two functions:
     DEFAULT_MODEL: str
     create(name: str, params: Mapping[str, Any], *, step: int) -> ModelEngine
     loads(data: bytes, *, step: int) -> ModelEngine
+
+(the remote engine also takes ``token``, the auto engine ``factory``: see ``DefaultEngineFactory``).
+Engines share ``base.py``; the factory wraps them in ``floor.ProfileFloor``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
+from pydantic import SecretStr
+
 from openanomaly.domain.spec import ModelSpec
+from openanomaly.engines.floor import ProfileFloor
 from openanomaly.errors import UnknownModel
 from openanomaly.ports import ModelEngine
 
@@ -39,9 +45,11 @@ class EngineModule(Protocol):
 
     DEFAULT_MODEL: str
 
-    def create(self, name: str, params: Mapping[str, Any], *, step: int) -> ModelEngine: ...
+    def create(
+        self, name: str, params: Mapping[str, Any], *, step: int, **options: Any
+    ) -> ModelEngine: ...
 
-    def loads(self, data: bytes, *, step: int) -> ModelEngine: ...
+    def loads(self, data: bytes, *, step: int, **options: Any) -> ModelEngine: ...
 
 
 def engine_module(engine: str) -> EngineModule:
@@ -52,17 +60,46 @@ def engine_module(engine: str) -> EngineModule:
     return cast(EngineModule, importlib.import_module(path))
 
 
+UNFLOORED = frozenset({"builtin", "auto", "remote"})
+"""Engines ``band_floor`` does not apply to: the profile itself, and the engines whose models are
+built by a factory of their own, each with its own ``band_floor`` (auto's candidates, the model
+a remote server hosts)."""
+
+
 class DefaultEngineFactory:
-    """Builds engines by name from ``ENGINES``; the cold-start model is the unfitted profile."""
+    """Builds engines by name from ``ENGINES``, each wrapped in ``ProfileFloor`` when its spec's
+    ``band_floor`` is ``profile``; the cold-start model is the unfitted profile.
+
+    Args:
+        remote_token: the bearer token of the remote engine's model server (from Settings).
+    """
+
+    def __init__(self, *, remote_token: SecretStr | None = None) -> None:
+        self.remote_token = remote_token
+
+    def _options(self, engine: str) -> dict[str, Any]:
+        """What the composition root hands an engine beyond its spec."""
+        if engine == "remote":
+            return {"token": self.remote_token}
+        if engine == "auto":
+            return {"factory": self}  # candidates built with the same settings
+        return {}
 
     def create(self, spec: ModelSpec, *, step: int) -> ModelEngine:
         """A new, unfitted engine for ``spec``."""
         module = engine_module(spec.engine)
-        return module.create(spec.name or module.DEFAULT_MODEL, spec.params, step=step)
+        name = spec.name or module.DEFAULT_MODEL
+        engine = module.create(name, spec.params, step=step, **self._options(spec.engine))
+        return ProfileFloor(engine, step=step) if _floored(spec) else engine
 
     def load(self, spec: ModelSpec, data: bytes, *, step: int) -> ModelEngine:
         """The engine saved as ``data`` (by ``dumps``) for a pipeline whose model is ``spec``."""
-        return engine_module(spec.engine).loads(data, step=step)
+        module, options = engine_module(spec.engine), self._options(spec.engine)
+
+        def inner(blob: bytes) -> ModelEngine:
+            return module.loads(blob, step=step, **options)
+
+        return ProfileFloor.load(data, step=step, inner=inner) if _floored(spec) else inner(data)
 
     def cold_start(self, *, step: int) -> ModelEngine:
         """The built-in profile without a fitted state: median and MAD of each context."""
@@ -71,4 +108,8 @@ class DefaultEngineFactory:
         return ProfileModel(step=step, season=None)
 
 
-__all__ = ["ENGINES", "DefaultEngineFactory", "EngineModule", "engine_module"]
+def _floored(spec: ModelSpec) -> bool:
+    return spec.band_floor == "profile" and spec.engine not in UNFLOORED
+
+
+__all__ = ["ENGINES", "UNFLOORED", "DefaultEngineFactory", "EngineModule", "engine_module"]

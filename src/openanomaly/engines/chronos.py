@@ -21,7 +21,6 @@ with Chronos-Bolt a 0.99 band is the 0.1/0.9 half-widths times 2.01.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -34,9 +33,10 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.base import Engine, check_int, require, translated, unknown_params
 from openanomaly.engines.kernels.bands import QuantilePlan, band, quantile_plan
-from openanomaly.engines.kernels.robust import check_int
-from openanomaly.errors import EngineError, EngineNotInstalled
+from openanomaly.engines.kernels.gaps import horizon
+from openanomaly.errors import EngineError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ ALIASES = {
 DTYPES = ("float32", "bfloat16")
 PARAMS = ("device", "batch_size", "torch_dtype")
 _DEVICE = re.compile(r"cpu|auto|cuda(:\d+)?|mps")
-_FORMAT = 1
 
 _PIPELINES: dict[tuple[str, str, str], Any] = {}
 _LOAD_LOCK = threading.Lock()
@@ -59,11 +58,7 @@ _GLOBAL_LOCK = threading.Lock()
 
 
 def _import_chronos() -> Any:
-    try:
-        import chronos
-    except ImportError:
-        raise EngineNotInstalled("chronos", "chronos") from None
-    return chronos
+    return require("chronos", "chronos")[0]
 
 
 def load_pipeline(model: str, device: str = "cpu", torch_dtype: str = "float32") -> Any:
@@ -107,7 +102,7 @@ def load_pipeline(model: str, device: str = "cpu", torch_dtype: str = "float32")
         return pipeline
 
 
-class ChronosEngine:
+class ChronosEngine(Engine):
     """A Chronos model applied zero-shot to every series' context.
 
     Args:
@@ -118,7 +113,9 @@ class ChronosEngine:
         torch_dtype: ``float32`` (default) or ``bfloat16`` (half the memory, for GPUs).
     """
 
-    requires_fit: bool = False
+    ENGINE = "chronos"
+    FORMAT = 2  # 2: the envelope
+    requires_fit = False
 
     def __init__(
         self,
@@ -164,31 +161,24 @@ class ChronosEngine:
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """Forecast ``timestamps`` from each series' context, in batches of ``batch_size``."""
-        ts = np.asarray(timestamps, dtype=np.int64)
-        n = len(context)
-        out = Forecast(*(np.full((n, ts.size), np.nan) for _ in range(3)))
-        if not ts.size or not n or not context.timestamps.size:
-            return out
-        ahead = (ts - context.timestamps[-1]) // self.step
-        if ahead.min() < 1:
-            raise EngineError("chronos: timestamps to forecast must come after the context")
-        rows = np.flatnonzero(~np.all(np.isnan(context.values), axis=1))
-        if not rows.size:
+        hz = horizon(context, timestamps, self.step, "chronos")
+        out, rows, ahead = hz.out, hz.rows, hz.ahead
+        if hz.empty:
             return out
         pipeline = self.pipeline()
         plan = quantile_plan(_native_levels(pipeline), interval)
         h = int(ahead.max())
         for start in range(0, rows.size, self.batch_size):
             chunk = rows[start : start + self.batch_size]
-            q = _quantiles(pipeline, context.values[chunk], h, plan)  # (len(chunk), h, 3)
+            with translated(f"chronos {self.model}: predict"):
+                q = _quantiles(pipeline, context.values[chunk], h, plan)  # (len(chunk), h, 3)
             fc = band(plan, q[:, ahead - 1])
             out.yhat[chunk], out.lower[chunk], out.upper[chunk] = fc.yhat, fc.lower, fc.upper
         return out
 
     def dumps(self) -> bytes:
-        """The model's name and options as JSON: a zero-shot model has no fitted state."""
-        meta = {"format": _FORMAT, "model": self.model, "step": self.step, **self.get_params()}
-        return json.dumps(meta).encode()
+        """The model's name and options: a zero-shot model has no fitted state."""
+        return self.pack({}, model=self.model, params=self.get_params())
 
 
 def _native_levels(pipeline: Any) -> list[float]:
@@ -242,26 +232,14 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> ChronosEngine:
     model = rest.pop("model", name)
     if name not in (model, DEFAULT_MODEL):
         raise EngineError(f"chronos: model named twice ({name!r} and params.model {model!r})")
-    unknown = sorted(set(rest) - set(PARAMS))
-    if unknown:
-        raise EngineError(
-            f"chronos has no parameter {', '.join(map(repr, unknown))}; "
-            f"accepted: model, {', '.join(PARAMS)}"
-        )
+    unknown_params("chronos", rest, ("model", *PARAMS))
     return ChronosEngine(model, step=step, **rest)
 
 
 def loads(data: bytes, *, step: int) -> ChronosEngine:
-    """An engine saved by ``dumps``; refuses one saved at another step."""
-    try:
-        meta = json.loads(data)
-        model, saved = meta.pop("model"), meta.pop("step")
-        meta.pop("format")
-    except Exception as exc:
-        raise EngineError(f"not a chronos model artifact: {exc}") from None
-    if saved != step:
-        raise EngineError(f"model was saved at step {saved}s, not {step}s: retrain it")
-    return create(model, meta, step=step)
+    """An engine saved by ``dumps``; refuses another format or step."""
+    head, _ = ChronosEngine.unpack(data, step=step)
+    return create(head["model"], head["params"], step=step)
 
 
 __all__ = ["ALIASES", "DEFAULT_MODEL", "ChronosEngine", "create", "load_pipeline", "loads"]

@@ -29,16 +29,18 @@ targets (weight 0) nor calibration errors.
 **Limits.** Trees do not extrapolate: a series that leaves the range it had in training is
 forecast at the edge of that range (high scores) until the next training. A context shorter
 than the largest lag or rolling window, or ending more than ``4 * h`` steps before the forecast,
-gets the built-in profile fitted on the same history (``profile_``). Each ``predict`` builds a
+gets no forecast here (NaN), hence the profile's under the floor (``engines/floor.py``, which
+also widens each side of the conformal band to the profile's: ``n_windows * h`` errors, 96 by
+default, are far too few for a 0.999 band, which then flagged dozens of normal points per 1,000
+on the NAB sample). Each ``predict`` builds a
 pandas frame of ``series x max(lags, rolling)`` rows, so its cost grows with the season.
 
-Artifacts are pickles (they hold the LightGBM booster): load them only from a trusted
-ArtifactStore.
+Artifacts are pickles (they hold the LightGBM booster) in the versioned envelope: load them only
+from a trusted ArtifactStore.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -47,20 +49,27 @@ import numpy.typing as npt
 import pandas as pd
 
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines.builtin import ProfileModel
-from openanomaly.engines.kernels.bands import no_narrower
+from openanomaly.engines.base import (
+    PickledEngine,
+    check_floor,
+    check_int,
+    check_number,
+    check_unique,
+    require,
+    translated,
+    unknown_params,
+)
 from openanomaly.engines.kernels.panel import (
-    FittedKeys,
+    ScaledPanel,
     conformal_quantile,
-    fill_gaps,
+    interpolate_short_gaps,
     last_run,
-    robust_scale,
     runs,
     spans,
 )
-from openanomaly.engines.kernels.robust import TINY, check_floor, check_int, z_score
-from openanomaly.engines.statsforecast.models import season_steps
-from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
+from openanomaly.engines.kernels.robust import TINY, z_score
+from openanomaly.engines.kernels.seasons import season_steps
+from openanomaly.errors import EngineError, NotEnoughHistory, UnknownModel
 
 DEFAULT_MODEL = "LightGBM"
 MODELS = ("LightGBM",)
@@ -84,13 +93,10 @@ _MAX_AHEAD = 4  # forecasts further than this many calibrated horizons fall back
 
 
 def _import() -> tuple[Any, Any, Any]:
-    try:
-        import lightgbm
-        from mlforecast import MLForecast
-        from mlforecast.lag_transforms import RollingMean
-    except ImportError:
-        raise EngineNotInstalled("mlforecast", "mlforecast") from None
-    return lightgbm, MLForecast, RollingMean
+    lightgbm, mlforecast, transforms = require(
+        "mlforecast", "lightgbm", "mlforecast", "mlforecast.lag_transforms"
+    )
+    return lightgbm, mlforecast.MLForecast, transforms.RollingMean
 
 
 def hour_of_day(dates: pd.DatetimeIndex) -> FloatArray:
@@ -114,7 +120,7 @@ def _int_list(name: str, value: object, low: int, *, empty: bool = False) -> lis
     return sorted(set(items))
 
 
-class MLForecastEngine(FittedKeys):
+class MLForecastEngine(ScaledPanel, PickledEngine):
     """A global LightGBM model over the panel with conformal bands (see the module doc).
 
     Args:
@@ -143,10 +149,10 @@ class MLForecastEngine(FittedKeys):
         horizon_scale_: ``(h,)`` error growth with the steps ahead.
         scores_: pooled standardized calibration errors, sorted.
         known_: ``(series,)`` which series had enough consecutive points to learn from.
-        profile_: the built-in profile fitted on the same history, for too short contexts.
     """
 
-    requires_fit: bool = True
+    ENGINE = "mlforecast"
+    FORMAT = 2  # 2: the envelope, no profile inside (the floor wraps the engine)
     keys_: tuple[str, ...]
     model_: Any
     center_: FloatArray
@@ -155,7 +161,6 @@ class MLForecastEngine(FittedKeys):
     horizon_scale_: FloatArray
     scores_: FloatArray
     known_: npt.NDArray[np.bool_]
-    profile_: ProfileModel
 
     def __init__(
         self,
@@ -189,16 +194,11 @@ class MLForecastEngine(FittedKeys):
         if not isinstance(calendar, bool):
             raise EngineError(f"calendar must be true or false, got {calendar!r}")
         self.calendar = calendar
-        self.n_estimators = check_int("n_estimators", n_estimators, 1)
-        if self.n_estimators > 10_000:
-            raise EngineError(f"n_estimators must be in [1, 10000], got {n_estimators!r}")
-        self.num_leaves = check_int("num_leaves", num_leaves, 2)
-        if self.num_leaves > 131_072:
-            raise EngineError(f"num_leaves must be in [2, 131072], got {num_leaves!r}")
-        ok = isinstance(learning_rate, int | float) and not isinstance(learning_rate, bool)
-        if not ok or not 0 < learning_rate <= 1:
-            raise EngineError(f"learning_rate must be a number in (0, 1], got {learning_rate!r}")
-        self.learning_rate = float(learning_rate)
+        self.n_estimators = check_int("n_estimators", n_estimators, 1, 10_000)
+        self.num_leaves = check_int("num_leaves", num_leaves, 2, 131_072)
+        self.learning_rate = check_number(
+            "learning_rate", learning_rate, 0, 1, open_low=True, open_high=False
+        )
         self.min_child_samples = check_int("min_child_samples", min_child_samples, 1)
         self.n_windows = check_int("n_windows", n_windows, 2)
         self.h = check_int("h", h, 1)
@@ -207,6 +207,11 @@ class MLForecastEngine(FittedKeys):
         self.n_jobs = check_int("n_jobs", n_jobs, 1)
         self.spread_floor = check_floor(spread_floor)
         self._need = max([*self.lags, *self.rolling])  # context points a forecast needs
+
+    @property
+    def floor_season(self) -> int | None:
+        """The profile floor's season: the model's (seconds), if any."""
+        return self._season * self.step if self._season > 1 else None
 
     def _forecaster(self) -> Any:
         lgb, mlforecast, rolling_mean = _import()
@@ -231,7 +236,7 @@ class MLForecastEngine(FittedKeys):
 
     def _fit_model(self, norm: FloatArray, ts: IntArray) -> Any:
         """A forecaster trained on every run of ``norm`` (gaps filled) longer than the lags."""
-        filled = fill_gaps(norm, self.max_gap)
+        filled = interpolate_short_gaps(norm, self.max_gap)
         row, start, length = runs(filled)
         keep = length > self._need
         if not keep.any():
@@ -285,8 +290,11 @@ class MLForecastEngine(FittedKeys):
     def fit(self, history: SeriesBatch) -> Self:
         """Train the global model and calibrate its bands on ``history``; returns self."""
         _import()
-        if len(set(history.keys)) != len(history):
-            raise EngineError("history has duplicate series keys")
+        check_unique(history.keys)
+        with translated(f"mlforecast {self.name}: fit"):
+            return self._fit(history)
+
+    def _fit(self, history: SeriesBatch) -> Self:
         n_cal, total = self.n_windows * self.h, history.timestamps.size
         if total - n_cal <= self._need:
             raise NotEnoughHistory(
@@ -294,26 +302,23 @@ class MLForecastEngine(FittedKeys):
                 f"{n_cal} calibration points (n_windows * h) and {self._need} lags: lengthen "
                 "the training window or lower n_windows, h, lags"
             )
-        season = self._season * self.step if self._season > 1 else None
-        self.profile_ = ProfileModel(step=self.step, season=season).fit(history)
-        self.center_, self.scale_ = robust_scale(history.values, floor=self.spread_floor)
-        norm = (history.values - self.center_[:, None]) / self.scale_[:, None]
+        norm = self._learn_scale(history)
         ts, cut = history.timestamps, total - n_cal
         calib = self._fit_model(norm[:, :cut], ts[:cut])
         errors = np.full((len(history), self.n_windows, self.h), np.nan)
         for w in range(self.n_windows):
             end = cut + w * self.h  # the context is the first `end` columns
-            filled = fill_gaps(norm[:, :end], self.max_gap)
+            filled = interpolate_short_gaps(norm[:, :end], self.max_gap)
             start, length = self._span(filled)
             length = np.where(start + length == end, length, 0)  # observed at the cutoff
             yhat = self._forecast(calib, filled, ts[:end], span=(start, length), h=self.h)
             errors[:, w] = norm[:, end : end + self.h] - yhat
         self.model_ = self._fit_model(norm, ts)
         self._calibrate(errors)
-        row, _, length = runs(fill_gaps(norm, self.max_gap))
-        self.known_ = np.zeros(len(history), dtype=bool)
-        self.known_[row[length > self._need]] = True
-        self.keys_, self._index = history.keys, None
+        row, _, length = runs(interpolate_short_gaps(norm, self.max_gap))
+        known = np.zeros(len(history), dtype=bool)
+        known[row[length > self._need]] = True
+        self._set_keys(history.keys, known)
         return self
 
     def _calibrate(self, errors: FloatArray) -> None:
@@ -340,28 +345,26 @@ class MLForecastEngine(FittedKeys):
         self.scores_ = np.sort(scores[np.isfinite(scores)])
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
-        """Forecast ``timestamps`` from each series' context, without refit (see the module doc)."""
-        if "model_" not in self.__dict__:
-            raise EngineError("mlforecast: predict() before fit()")
+        """Forecast ``timestamps`` from each series' context, without refit (see the module doc);
+        NaN for the series it cannot forecast."""
+        self.check_fitted("model_")
         z_score(interval)  # validates it
-        ts = np.asarray(timestamps, dtype=np.int64)
-        base = self.profile_.predict(context, ts, interval)
-        rows = self._rows(context.keys)
-        sel = np.flatnonzero(rows >= 0)
-        if not ts.size or not sel.size or not context.timestamps.size:
-            return base
-        r = rows[sel]
-        norm = (context.values[sel] - self.center_[r, None]) / self.scale_[r, None]
-        filled = fill_gaps(norm, self.max_gap)
+        scaled = self._scaled(context, timestamps)
+        out, ts, sel, r, filled = scaled.out, scaled.ts, scaled.sel, scaled.rows, scaled.filled
+        if not sel.size:
+            return out
         start, length = self._span(filled)
         last = context.timestamps[np.maximum(start + length - 1, 0)]
         ahead = (ts[None, :] - last[:, None]) // self.step
         ok = (length > 0) & (ahead.min(axis=1) >= 1) & (ahead.max(axis=1) <= _MAX_AHEAD * self.h)
         if not ok.any():
-            return base
+            return out
         length = np.where(ok, length, 0)
         h = int(ahead[ok].max())
-        path = self._forecast(self.model_, filled, context.timestamps, span=(start, length), h=h)
+        with translated(f"mlforecast {self.name}: predict"):
+            path = self._forecast(
+                self.model_, filled, context.timestamps, span=(start, length), h=h
+            )
         step_ahead = np.clip(ahead, 1, path.shape[1])
         mean = np.take_along_axis(path, step_ahead - 1, axis=1)
         width = self.horizon_scale_[np.minimum(step_ahead, self.h) - 1]
@@ -369,28 +372,14 @@ class MLForecastEngine(FittedKeys):
         half = q * width * (self.sigma_[r] * self.scale_[r])[:, None]
         half = np.fmax(half, self.spread_floor * np.abs(self.center_[r])[:, None] + TINY)
         center, scale = self.center_[r, None], self.scale_[r, None]
-        yhat, lower, upper = base.yhat.copy(), base.lower.copy(), base.upper.copy()
-        pick = sel[ok]
-        # The conformal quantile comes from n_windows * h errors (96 by default): far too few
-        # for a 0.999 band, which then flagged dozens of normal points per 1,000 (NAB sample).
-        y = (center + scale * mean)[ok]
-        yhat[pick] = y
-        lower[pick], upper[pick] = no_narrower(y, y - half[ok], y + half[ok], base, pick)
-        return Forecast(yhat, lower, upper)
-
-    def dumps(self) -> bytes:
-        """The fitted engine as a pickle (load it only from a trusted ArtifactStore)."""
-        return pickle.dumps(self, protocol=5)
+        pick, y = sel[ok], (center + scale * mean)[ok]
+        out.yhat[pick], out.lower[pick], out.upper[pick] = y, y - half[ok], y + half[ok]
+        return out
 
 
 def create(name: str, params: Mapping[str, Any], *, step: int) -> MLForecastEngine:
     """A new engine; unknown parameters raise, naming the accepted ones."""
-    unknown = sorted(set(params) - set(PARAMS))
-    if unknown:
-        raise EngineError(
-            f"mlforecast model {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(PARAMS)}"
-        )
+    unknown_params(f"mlforecast model {name!r}", params, PARAMS)
     _import()
     return MLForecastEngine(name, step=step, **params)
 
@@ -398,12 +387,4 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> MLForecastEngi
 def loads(data: bytes, *, step: int) -> MLForecastEngine:
     """An engine saved by ``dumps``; refuses one trained at another step."""
     _import()
-    try:
-        engine = pickle.loads(data)
-    except Exception as exc:
-        raise EngineError(f"not an mlforecast model artifact: {exc}") from None
-    if not isinstance(engine, MLForecastEngine):
-        raise EngineError(f"not an mlforecast model artifact: {type(engine).__name__}")
-    if engine.step != step:
-        raise EngineError(f"model was trained at step {engine.step}s, not {step}s: retrain it")
-    return engine
+    return MLForecastEngine.loads(data, step=step)

@@ -7,59 +7,54 @@ network's input and masked out of its loss (``available_mask``, see ``_gaps``).
 
 Bands: the network is trained with ``MQLoss(level=levels)`` (default ``[80, 90]``: quantiles
 0.05, 0.1, 0.5, 0.9, 0.95); an interval inside them is interpolated, a wider one (0.99)
-extrapolated from the outermost pair under a normal shape (``_bands``). Each side is at least
-the built-in profile's, fitted on the same history (``profile_``): a normal extrapolation from
-the 0.05/0.95 pair cannot tell a 0.999 quantile (NHITS flagged 93 normal points per 1,000 on a
-noisy daily sine of NAB without it). Conformal intervals were left aside: they retrain the
+extrapolated from the outermost pair under a normal shape (``kernels/bands.py``). The profile
+floor (``engines/floor.py``) widens each side to the built-in profile's: a normal extrapolation
+from the 0.05/0.95 pair cannot tell a 0.999 quantile (NHITS flagged 93 normal points per 1,000
+on a noisy daily sine of NAB without it). Conformal intervals were left aside: they retrain the
 network per calibration window and their 0.99 band is the largest of a handful of errors.
 
 Training is quiet and writes nothing to the working directory: no progress bar, no logger, no
 checkpoints, Lightning's root directory a temporary one. ``dumps`` packs ``NeuralForecast.save``
-(safetensors weights and JSON, no pickle: ``load`` runs no code from the artifact), the
-profile's ``np.savez`` and our own JSON header into a tar. ``neuralforecast`` and ``torch`` are
+(safetensors weights and JSON, no pickle: ``load`` runs no code from the artifact) into the
+versioned envelope of ``engines/base.py``. ``neuralforecast`` and ``torch`` are
 imported only when used.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
-import json
 import logging
-import tarfile
 import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import numpy.typing as npt
 
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
-from openanomaly.engines import builtin
-from openanomaly.engines.kernels.bands import at_levels, band, no_narrower, quantile_plan
+from openanomaly.engines.base import Engine, KeyIndex, check_int, require, translated
+from openanomaly.engines.kernels.bands import at_levels, band, quantile_plan
 from openanomaly.engines.kernels.gaps import horizon, long_frame
 from openanomaly.engines.kernels.lightning import QUIET_TRAINER, quiet_lightning
-from openanomaly.engines.statsforecast.models import season_steps
-from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
+from openanomaly.engines.kernels.seasons import season_steps
+from openanomaly.errors import EngineError, NotEnoughHistory, UnknownModel
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "NHITS"
-_FORMAT = 2  # 2: the profile's band as floor (profile.npz)
 _MIN_TRAIN = 10  # samples a series needs to take part in training (and be ``known``)
 _ENGINE_PARAMS = ("h", "input_size", "levels")
 _NOT_PARAMS = ("self", "h", "input_size", "loss", "valid_loss", "trainer_kwargs", "kwargs")
 
 
 def _import_nf() -> Any:
-    try:
-        import neuralforecast
-        import neuralforecast.losses.pytorch
-        import neuralforecast.models
-    except ImportError:
-        raise EngineNotInstalled("neuralforecast", "neuralforecast") from None
+    (neuralforecast, *_) = require(
+        "neuralforecast",
+        "neuralforecast",
+        "neuralforecast.losses.pytorch",
+        "neuralforecast.models",
+    )
     quiet_lightning()
     return neuralforecast
 
@@ -76,7 +71,7 @@ def _check_levels(levels: object) -> list[float]:
     return sorted({float(v) for v in levels})
 
 
-class NeuralForecastEngine:
+class NeuralForecastEngine(KeyIndex, Engine):
     """A NeuralForecast model trained on the whole panel, applied to new data without refit.
 
     Args:
@@ -91,21 +86,18 @@ class NeuralForecastEngine:
         step: the grid spacing in seconds.
 
     Attributes:
-        keys_: the series that took part in training (``known`` is True for them).
+        keys_, known_: the series of the history, and which took part in training.
         nf_: the fitted ``NeuralForecast`` object.
-        profile_: the built-in profile fitted on the same history, the band's floor.
     """
 
-    requires_fit: bool = True
-    keys_: frozenset[str]
+    ENGINE = "neuralforecast"
+    FORMAT = 3  # 2: the profile inside; 3: the envelope, no profile (the floor wraps the engine)
     nf_: Any
-    profile_: builtin.ProfileModel
 
     def __init__(
         self, name: str = DEFAULT_MODEL, params: Mapping[str, Any] | None = None, *, step: int
     ) -> None:
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise EngineError(f"step must be an integer >= 1, got {step!r}")
+        check_int("step", step, 1)
         self.name, self.params, self.step = name, dict(params or {}), step
         nf = _import_nf()
         if name not in nf.models.__all__:
@@ -160,31 +152,23 @@ class NeuralForecastEngine:
         with tempfile.TemporaryDirectory(prefix="openanomaly-nf-") as root:
             model.trainer_kwargs["default_root_dir"] = root
             try:
-                forecaster.fit(long_frame(history, rows, self.step))
-            except Exception as exc:
-                raise EngineError(f"{self.name}: training failed: {exc}") from exc
+                with translated(f"{self.name}: training failed"):
+                    forecaster.fit(long_frame(history, rows, self.step))
             finally:
                 model.trainer_kwargs.pop("default_root_dir", None)
         self.nf_ = forecaster
-        self.profile_ = builtin.ProfileModel(step=self.step).fit(history)
-        self.keys_ = frozenset(history.keys[i] for i in rows)
+        self._set_keys(history.keys, counts >= _MIN_TRAIN)
         return self
-
-    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which series took part in training (the rest are left to the cold-start model)."""
-        seen = self.__dict__.get("keys_", frozenset())
-        return np.array([k in seen for k in keys], dtype=bool)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """Apply the trained network to each series' context (no refit); NaN rows stay NaN."""
-        if "nf_" not in self.__dict__:
-            raise EngineError(f"{self.name}: predict() before fit()")
+        self.check_fitted("nf_")
         hz = horizon(context, timestamps, self.step, self.name)
         out, rows, ahead = hz.out, hz.rows, hz.ahead
         if hz.empty:
             return out
         h = max(int(ahead.max()), self.h)
-        with self._lock:
+        with self._lock, translated(f"{self.name}: predict"):
             frame = self.nf_.predict(df=long_frame(context, rows, self.step), h=h)
         model = self.nf_.models[0]
         names = [f"{model}{suffix}" for suffix in model.loss.output_names]
@@ -193,36 +177,17 @@ class NeuralForecastEngine:
         q = frame[names].to_numpy(dtype=np.float64).reshape(rows.size, h, len(names))
         plan = quantile_plan(native, interval)
         fc = band(plan, at_levels(native, q[:, ahead - 1], plan.levels))
-        base = self.profile_.predict(context, timestamps, interval)
-        out.yhat[rows] = fc.yhat
-        out.lower[rows], out.upper[rows] = no_narrower(fc.yhat, fc.lower, fc.upper, base, rows)
+        out.yhat[rows], out.lower[rows], out.upper[rows] = fc.yhat, fc.lower, fc.upper
         return out
 
     def dumps(self) -> bytes:
-        """A tar of ``NeuralForecast.save`` (safetensors + JSON), the profile and our header."""
-        if "nf_" not in self.__dict__:
-            raise EngineError(f"{self.name}: dumps() before fit()")
-        meta = {
-            "format": _FORMAT,
-            "name": self.name,
-            "params": self.params,
-            "step": self.step,
-            "keys": sorted(self.keys_),
-        }
-        buf = io.BytesIO()
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=buf, mode="w") as tar:
+        """``NeuralForecast.save`` (safetensors + JSON) in the versioned envelope."""
+        self.check_fitted("nf_", "dumps")
+        with tempfile.TemporaryDirectory() as tmp:
             self.nf_.save(str(Path(tmp) / "nf"), save_dataset=False, overwrite=True)
-            _add(tar, "meta.json", json.dumps(meta).encode())
-            _add(tar, "profile.npz", self.profile_.dumps())
-            for path in sorted((Path(tmp) / "nf").iterdir()):
-                _add(tar, f"nf/{path.name}", path.read_bytes())
-        return buf.getvalue()
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)  # mtime 0, no owner: nothing of the machine in the artifact
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
+            files = {f"nf/{p.name}": p.read_bytes() for p in sorted((Path(tmp) / "nf").iterdir())}
+        header = {"name": self.name, "params": self.params, "keys": list(self.keys_)}
+        return self.pack(files, **header, known=self.known_.tolist())
 
 
 def create(name: str, params: Mapping[str, Any], *, step: int) -> NeuralForecastEngine:
@@ -231,29 +196,16 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> NeuralForecast
 
 
 def loads(data: bytes, *, step: int) -> NeuralForecastEngine:
-    """An engine saved by ``dumps``; refuses one trained at another step."""
+    """An engine saved by ``dumps``; refuses another format or step."""
     nf = _import_nf()
-    try:
-        with tempfile.TemporaryDirectory() as tmp, tarfile.open(fileobj=io.BytesIO(data)) as tar:
-            tar.extractall(tmp, filter="data")
-            meta = json.loads((Path(tmp) / "meta.json").read_text())
-            if (found := meta.get("format")) != _FORMAT:
-                raise EngineError(f"neuralforecast artifact format {found}, not {_FORMAT}: retrain")
-            if meta["step"] != step:
-                raise EngineError(
-                    f"model was trained at step {meta['step']}s, not {step}s: retrain it"
-                )
-            engine = NeuralForecastEngine(meta["name"], meta["params"], step=step)
-            engine.nf_ = nf.NeuralForecast.load(str(Path(tmp) / "nf"))
-            profile = builtin.loads((Path(tmp) / "profile.npz").read_bytes(), step=step)
-    except EngineError:
-        raise
-    except Exception as exc:
-        raise EngineError(f"not a neuralforecast model artifact: {exc}") from None
-    if not isinstance(profile, builtin.ProfileModel):
-        raise EngineError("not a neuralforecast model artifact: its floor is not a profile")
-    engine.profile_ = profile
-    engine.keys_ = frozenset(meta["keys"])
+    head, files = NeuralForecastEngine.unpack(data, step=step)
+    engine = NeuralForecastEngine(head["name"], head["params"], step=step)
+    with tempfile.TemporaryDirectory() as tmp, translated("not a neuralforecast model artifact"):
+        (Path(tmp) / "nf").mkdir()
+        for name, blob in files.items():
+            (Path(tmp) / "nf" / Path(name).name).write_bytes(blob)
+        engine.nf_ = nf.NeuralForecast.load(str(Path(tmp) / "nf"))
+    engine._set_keys(head["keys"], np.array(head["known"], dtype=bool))
     return engine
 
 

@@ -28,7 +28,6 @@ the head, the replay, and the winners' refits.
 from __future__ import annotations
 
 import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
@@ -40,6 +39,7 @@ import numpy.typing as npt
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines.auto import select
+from openanomaly.engines.base import Engine, check_int, check_unique, unknown_params
 from openanomaly.engines.remote import wire
 from openanomaly.errors import EngineError, UnknownModel
 from openanomaly.ports import EngineFactory, ModelEngine
@@ -47,7 +47,6 @@ from openanomaly.ports import EngineFactory, ModelEngine
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "holdout"
-_FORMAT = 1
 _SEASONS = {"1d": 86400, "1w": 7 * 86400}
 
 
@@ -72,7 +71,7 @@ def label(spec: ModelSpec) -> str:
     return f"{spec.engine}/{spec.name or 'default'}" + (f"{{{params}}}" if params else "")
 
 
-class AutoEngine:
+class AutoEngine(Engine):
     """Picks per series the best of several candidate models (see the module doc).
 
     Args:
@@ -96,7 +95,8 @@ class AutoEngine:
         models_: per candidate, the model refitted on the series it won, or None.
     """
 
-    requires_fit = True
+    ENGINE = "auto"
+    FORMAT = 2  # 2: the envelope, candidates under their own band_floor
     keys_: tuple[str, ...]
     candidates_: list[ModelSpec]
     scores_: FloatArray
@@ -116,7 +116,7 @@ class AutoEngine:
         tolerance: float = 0.1,
         factory: EngineFactory | None = None,
     ) -> None:
-        self.step = select.check_int("step", step, 1)
+        self.step = check_int("step", step, 1)
         self.candidates = None if candidates is None else [_spec(c) for c in candidates]
         if self.candidates is not None and not self.candidates:
             raise EngineError("candidates must list at least one model")
@@ -129,7 +129,7 @@ class AutoEngine:
         if not isinstance(tolerance, float | int) or tolerance < 0:
             raise EngineError(f"tolerance must be a number >= 0, got {tolerance!r}")
         self.interval, self.tolerance = float(interval), float(tolerance)
-        self.max_windows = select.check_int("max_windows", max_windows, 1)
+        self.max_windows = check_int("max_windows", max_windows, 1)
         if factory is None:
             from openanomaly.engines import DefaultEngineFactory
 
@@ -151,8 +151,7 @@ class AutoEngine:
 
     def fit(self, history: SeriesBatch) -> Self:
         """Rank the candidates on the holdout, then refit each winner; returns self."""
-        if len(set(history.keys)) != len(history):
-            raise EngineError("history has duplicate series keys")
+        check_unique(history.keys)
         total = history.timestamps.size
         held = self._holdout if self._holdout >= 1 else round(self._holdout * total)
         held = int(min(held, total - 1)) if total > 1 else 0
@@ -216,8 +215,7 @@ class AutoEngine:
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """Each series forecast by the model that won it (unseen ones by the cold start)."""
-        if "winners_" not in self.__dict__:
-            raise EngineError("auto: predict() before fit()")
+        self.check_fitted("winners_")
         ts = np.asarray(timestamps, dtype=np.int64)
         rows = self._rows(context.keys)
         parts: list[tuple[npt.NDArray[np.intp], Forecast]] = []
@@ -242,18 +240,15 @@ class AutoEngine:
         return [(int(c), np.flatnonzero(winner == c)) for c in np.unique(winner[winner >= 0])]
 
     def dumps(self) -> bytes:
-        """``np.savez`` bytes: a JSON header, the scores and winners, each winner's artifact."""
-        meta = {"format": _FORMAT, "step": self.step, "params": self.get_params()}
-        meta["candidates_"] = [c.model_dump() for c in self.candidates_]
-        meta["keys_"] = list(self.keys_)
-        arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta))}
-        arrays |= {"scores": self.scores_, "winners": self.winners_.astype(np.int64)}
-        for c, model in enumerate(self.models_):
-            if model is not None:
-                arrays[f"model_{c}"] = np.frombuffer(model.dumps(), dtype=np.uint8)
+        """The envelope: the scores and winners, and each winner's own artifact."""
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        return buf.getvalue()
+        np.savez(buf, scores=self.scores_, winners=self.winners_.astype(np.int64))
+        members = {"arrays.npz": buf.getvalue()}
+        members |= {f"model_{c}": m.dumps() for c, m in enumerate(self.models_) if m is not None}
+        candidates = [c.model_dump() for c in self.candidates_]
+        return self.pack(
+            members, params=self.get_params(), candidates=candidates, keys=list(self.keys_)
+        )
 
 
 def _spec(value: ModelSpec | Mapping[str, Any]) -> ModelSpec:
@@ -263,41 +258,34 @@ def _spec(value: ModelSpec | Mapping[str, Any]) -> ModelSpec:
     return spec
 
 
-def create(name: str, params: Mapping[str, Any], *, step: int) -> AutoEngine:
-    """A new auto engine; ``params`` are ``AutoEngine``'s keyword arguments."""
+def create(
+    name: str, params: Mapping[str, Any], *, step: int, factory: EngineFactory | None = None
+) -> AutoEngine:
+    """A new auto engine; ``params`` are ``AutoEngine``'s keyword arguments, ``factory`` builds
+    its candidates."""
     if name != DEFAULT_MODEL:
         raise UnknownModel("auto model", name, [DEFAULT_MODEL])
     accepted = ("candidates", "holdout", "every", "context", "interval", "max_windows", "tolerance")
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise EngineError(
-            f"auto engine has no parameter {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(accepted)}"
-        )
-    return AutoEngine(step=step, **params)
+    unknown_params("auto engine", params, accepted)
+    return AutoEngine(step=step, factory=factory, **params)
 
 
-def loads(data: bytes, *, step: int) -> AutoEngine:
+def loads(data: bytes, *, step: int, factory: EngineFactory | None = None) -> AutoEngine:
     """An engine saved by ``dumps``; each winner is loaded by its own engine."""
+    head, members = AutoEngine.unpack(data, step=step)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        meta = json.loads(str(arrays.pop("meta")))
+        with np.load(io.BytesIO(members.pop("arrays.npz")), allow_pickle=False) as npz:
+            scores, winners = npz["scores"], npz["winners"]
     except Exception as exc:  # np.load raises many kinds on garbage
         raise EngineError(f"not an auto model artifact: {exc}") from None
-    if meta.get("format") != _FORMAT:
-        raise EngineError("auto model artifact has an unknown format version")
-    if meta.get("step") != step:
-        raise EngineError(f"model was trained at another step than {step}s: retrain it")
-    engine = create(DEFAULT_MODEL, meta["params"], step=step)
-    engine.candidates_ = [ModelSpec.model_validate(c) for c in meta["candidates_"]]
-    engine.keys_ = tuple(meta["keys_"])
+    engine = create(DEFAULT_MODEL, head["params"], step=step, factory=factory)
+    engine.candidates_ = [ModelSpec.model_validate(c) for c in head["candidates"]]
+    engine.keys_ = tuple(head["keys"])
     engine._index = {k: i for i, k in enumerate(engine.keys_)}
-    engine.scores_ = arrays["scores"]
-    engine.winners_ = arrays["winners"].astype(np.intp)
+    engine.scores_, engine.winners_ = scores, winners.astype(np.intp)
     engine.models_ = [
-        engine._factory.load(spec, arrays[f"model_{c}"].tobytes(), step=step)
-        if f"model_{c}" in arrays
+        engine._factory.load(spec, members[f"model_{c}"], step=step)
+        if f"model_{c}" in members
         else None
         for c, spec in enumerate(engine.candidates_)
     ]

@@ -1,5 +1,5 @@
 """Model selection for the ``auto`` engine: replaying a holdout in production-sized windows
-and scoring each candidate's bands there, vectorized over series; and its parameter checks."""
+and scoring each candidate's bands there, vectorized over series; and its duration parameters."""
 
 from __future__ import annotations
 
@@ -132,13 +132,6 @@ class Replay:
             counts += use.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(counts > 0, sums / counts, np.nan)
-
-
-def check_int(name: str, value: Any, low: int) -> int:
-    """``value`` if it is an integer >= ``low``; else EngineError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise EngineError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
 
 
 def fraction_or_steps(name: str, value: Any, step: int) -> float:

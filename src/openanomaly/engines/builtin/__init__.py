@@ -7,7 +7,8 @@ the same window twice gives identical results. ``zscore`` and
 ``mad`` need no training: they summarise the recent context. An unfitted ``profile`` is the
 cold-start model for series that appeared after the last fit.
 
-Fitted state is saved with ``np.savez`` (arrays plus a JSON header), never pickle.
+Fitted state is saved with ``np.savez`` inside the versioned envelope of ``engines/base.py``,
+never pickle.
 """
 
 from __future__ import annotations
@@ -22,13 +23,18 @@ import numpy.typing as npt
 
 from openanomaly.domain.durations import parse_duration
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.base import (
+    Engine,
+    KeyIndex,
+    check_floor,
+    check_int,
+    check_unique,
+    unknown_params,
+)
 from openanomaly.engines.builtin import seasonal
-from openanomaly.engines.kernels.panel import FittedKeys
 from openanomaly.engines.kernels.robust import (
     MIN_POINTS,
     TINY,
-    check_floor,
-    check_int,
     last_valid,
     nanmedian,
     recent_stats,
@@ -36,14 +42,16 @@ from openanomaly.engines.kernels.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = 2  # version of the dumps() layout (2: season choice and calibrated tails)
+_FORMAT = 3  # version of the dumps() layout (2: season choice and calibrated tails; 3: envelope)
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
 
-class _Builtin:
+class _Builtin(Engine):
     """What the built-in models share: the step, the band, serialization."""
 
+    ENGINE = "builtin"
+    FORMAT = _FORMAT
     name: ClassVar[str]
     params: ClassVar[tuple[str, ...]] = ("spread_floor",)
     requires_fit: bool = False
@@ -63,12 +71,10 @@ class _Builtin:
         return {}
 
     def dumps(self) -> bytes:
-        """The model as ``np.savez`` bytes: a JSON header plus the learned arrays."""
-        meta = {"format": _FORMAT, "name": self.name, "step": self.step, **self.get_params()}
-        buf = io.BytesIO()
-        arrays: dict[str, Any] = {"meta": np.array(json.dumps(meta)), **self._arrays()}
+        """The model: its name and parameters, and the learned arrays as ``np.savez`` bytes."""
+        buf, arrays = io.BytesIO(), dict[str, Any](self._arrays())
         np.savez(buf, **arrays)
-        return buf.getvalue()
+        return self.pack({"arrays.npz": buf.getvalue()}, name=self.name, params=self.get_params())
 
 
 class _Recent(_Builtin):
@@ -129,7 +135,7 @@ class MadModel(_Recent):
     robust = True
 
 
-class ProfileModel(FittedKeys, _Builtin):
+class ProfileModel(KeyIndex, _Builtin):
     """A seasonal profile with calibrated bands, following the level through the context.
 
     ``fit`` learns per series a level per season slot (``(t // step) % season_steps`` from
@@ -222,8 +228,7 @@ class ProfileModel(FittedKeys, _Builtin):
 
     def fit(self, history: SeriesBatch) -> Self:
         """Choose each series' season, learn level, spread and tails; returns self."""
-        if len(set(history.keys)) != len(history):
-            raise EngineError("history has duplicate series keys")
+        check_unique(history.keys)
         n, tick = len(history), history.timestamps // self.step
         self.ref_ = np.abs(nanmedian(history.values))
         floor = seasonal.band_floor(self.ref_, self.spread_floor)
@@ -356,28 +361,19 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> BuiltinModel:
     cls = MODELS.get(name)
     if cls is None:
         raise UnknownModel("builtin model", name, list(MODELS))
-    unknown = sorted(set(params) - set(cls.params))
-    if unknown:
-        raise EngineError(
-            f"builtin model {name!r} has no parameter {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(cls.params)}"
-        )
+    unknown_params(f"builtin model {name!r}", params, cls.params)
     return cls(step=step, **params)
 
 
 def loads(data: bytes, *, step: int) -> BuiltinModel:
     """A model saved by ``dumps``; refuses one trained at another step (the slots would shift)."""
+    head, members = _Builtin.unpack(data, step=step)
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        with np.load(io.BytesIO(members["arrays.npz"]), allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-        meta = json.loads(str(arrays.pop("meta")))
     except Exception as exc:  # np.load raises many kinds on garbage
         raise EngineError(f"not a builtin model artifact: {exc}") from None
-    if meta.pop("format", None) != _FORMAT:
-        raise EngineError("builtin model artifact has an unknown format version")
-    if meta.pop("step", None) != step:
-        raise EngineError(f"model was trained at another step than {step}s: retrain it")
-    model = create(meta.pop("name"), meta, step=step)
+    model = create(head["name"], head["params"], step=step)
     if isinstance(model, ProfileModel):
         model._restore(arrays)
     return model

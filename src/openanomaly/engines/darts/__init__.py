@@ -23,23 +23,22 @@ extrapolated beyond under a normal shape (``_bands``). A deterministic model get
 ``yhat +- z * sigma``, ``sigma`` the robust spread of its residuals over the last
 ``calibration`` steps of the data it was fitted on (in-sample for global models; for local ones
 a fit on the context without those steps, or its first differences if too short for that):
-cheap, but no wider for later steps of the horizon. A global model's band is at least, on
-each side, the built-in profile's fitted on the same history (``profile_``, season chosen from
-the data): 24 residuals cannot tell a 0.999 quantile, and a short-lag model cannot know that a
-daily step is normal.
+cheap, but no wider for later steps of the horizon. The profile floor (``engines/floor.py``)
+widens each side to the built-in profile's (fitted on the same history; for a local model, the
+profile of the context): 24 residuals cannot tell a 0.999 quantile, and a short-lag model cannot
+know that a daily step is normal.
 
-Series are made gap-free first (``_gaps``). A series the model fails on gets the built-in
-profile of its context. Parameters named like a length (``K``, ``lags``,
-``seasonal_periods``, ``input_chunk_length``, ``output_chunk_length``) may be durations
-(``"1d"``). Artifacts are pickles: load them only from a trusted ArtifactStore. ``darts`` is
-imported only when the engine is built.
+Series are made gap-free first (``kernels/gaps.py``). A series the model fails on gets no
+forecast here (NaN), hence the profile's under the floor. Parameters named like a length
+(``K``, ``lags``, ``seasonal_periods``, ``input_chunk_length``, ``output_chunk_length``) may be
+durations (``"1d"``). Artifacts are pickles in the versioned envelope: load them only from a
+trusted ArtifactStore. ``darts`` is imported only when the engine is built.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
@@ -47,8 +46,15 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines.builtin import ProfileModel
-from openanomaly.engines.darts.util import (
+from openanomaly.engines.base import (
+    KeyIndex,
+    PickledEngine,
+    check_int,
+    require,
+    translated,
+    unknown_params,
+)
+from openanomaly.engines.darts.convert import (
     is_torch,
     load_torch,
     pad,
@@ -57,12 +63,12 @@ from openanomaly.engines.darts.util import (
     spread,
     to_series,
 )
-from openanomaly.engines.kernels.bands import at_levels, band, no_narrower, quantile_plan
+from openanomaly.engines.kernels.bands import at_levels, band, quantile_plan
 from openanomaly.engines.kernels.gaps import horizon
 from openanomaly.engines.kernels.lightning import QUIET_TRAINER, quiet_lightning
-from openanomaly.engines.kernels.robust import check_int, z_score
-from openanomaly.engines.statsforecast.models import season_steps
-from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
+from openanomaly.engines.kernels.robust import z_score
+from openanomaly.engines.kernels.seasons import season_steps
+from openanomaly.errors import EngineError, NotEnoughHistory, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -76,23 +82,19 @@ _NO_VALIDATION = {"num_sanity_val_steps": 0, "limit_val_batches": 0}  # no empty
 
 
 def _import_darts() -> Any:
-    try:
-        import darts.models
-        from darts.models.forecasting.forecasting_model import ForecastingModel
-    except ImportError:
-        raise EngineNotInstalled("darts", "darts") from None
+    models, base = require("darts", "darts.models", "darts.models.forecasting.forecasting_model")
     quiet_lightning()
-    return darts, ForecastingModel
+    return models, base.ForecastingModel
 
 
 def model_names() -> list[str]:
     """The forecasting model classes of ``darts.models``."""
-    darts, base = _import_darts()
-    classes = {n: getattr(darts.models, n, None) for n in dir(darts.models)}
+    models, base = _import_darts()
+    classes = {n: getattr(models, n, None) for n in dir(models)}
     return sorted(n for n, c in classes.items() if inspect.isclass(c) and issubclass(c, base))
 
 
-class DartsEngine:
+class DartsEngine(KeyIndex, PickledEngine):
     """A Darts model: global ones trained on the panel, local ones fitted on each context.
 
     Args:
@@ -104,16 +106,14 @@ class DartsEngine:
 
     Attributes:
         model_: the trained global model (global models only).
-        keys_: the series it was trained on (``known`` is True for them).
+        keys_, known_: the series of the history, and which were trained on.
         sigma_: series key -> residual spread for the band (deterministic global models).
-        profile_: the built-in profile fitted on the same history: the band's floor, and the
-            forecast of series the model fails on (global models only).
     """
 
+    ENGINE = "darts"
+    FORMAT = 2  # 2: the envelope, no profile inside (the floor wraps the engine)
     model_: Any
-    keys_: frozenset[str]
     sigma_: dict[str, float]
-    profile_: ProfileModel
 
     def __init__(
         self,
@@ -130,8 +130,8 @@ class DartsEngine:
         self.name, self.params = name, dict(params or {})
         if name not in model_names():
             raise UnknownModel("darts model", name, model_names())
-        darts, _ = _import_darts()
-        self._cls = getattr(darts.models, name)
+        models, _ = _import_darts()
+        self._cls = getattr(models, name)
         self._kwargs = self._check_kwargs(self.params)
         proto = self._new()
         # Torch models: no progress bar, and no pinned memory on a CPU (torch warns of it).
@@ -156,12 +156,8 @@ class DartsEngine:
         signature = inspect.signature(self._cls.__init__).parameters
         accepted = [p for p, s in signature.items() if p != "self" and s.kind != s.VAR_KEYWORD]
         open_ended = any(s.kind == s.VAR_KEYWORD for s in signature.values())
-        unknown = sorted(set(params) - set(accepted))
-        if unknown and not open_ended:
-            raise EngineError(
-                f"{self.name} has no parameter {', '.join(map(repr, unknown))}; "
-                f"accepted: {', '.join(accepted)}"
-            )
+        if not open_ended:
+            unknown_params(self.name, params, accepted)
         kwargs: dict[str, Any] = {
             k: season_steps(k, v, self.step) if k in _LENGTHS and isinstance(v, str) else v
             for k, v in params.items()
@@ -192,15 +188,13 @@ class DartsEngine:
         if not rows.size:
             raise NotEnoughHistory(f"{self.name}: no series has the {least} samples it needs")
         series = to_series(history, rows, self.step)
-        try:
+        with translated(f"{self.name}: training failed"):
             model.fit(series, **self._torch_kwargs)
-        except Exception as exc:
-            raise EngineError(f"{self.name}: training failed: {exc}") from exc
-        keys = [history.keys[i] for i in rows]
-        self.model_, self.keys_, self.sigma_ = model, frozenset(keys), {}
-        self.profile_ = ProfileModel(step=self.step).fit(history)
-        if not self.probabilistic:
-            self.sigma_ = dict(zip(keys, self._global_sigma(model, series), strict=True))
+            keys = [history.keys[i] for i in rows]
+            self.model_, self.sigma_ = model, {}
+            if not self.probabilistic:
+                self.sigma_ = dict(zip(keys, self._global_sigma(model, series), strict=True))
+        self._set_keys(history.keys, counts >= least)
         return self
 
     def _global_sigma(self, model: Any, series: list[Any]) -> list[float]:
@@ -225,13 +219,13 @@ class DartsEngine:
         """Global: the series trained on (the others get the cold-start model). Local: all."""
         if not self.requires_fit:
             return np.ones(len(keys), dtype=bool)
-        seen = self.__dict__.get("keys_", frozenset())
-        return np.array([k in seen for k in keys], dtype=bool)
+        return super().known(keys)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
-        """Forecast ``timestamps`` after each series' context (see the module doc)."""
-        if self.requires_fit and "model_" not in self.__dict__:
-            raise EngineError(f"{self.name}: predict() before fit()")
+        """Forecast ``timestamps`` after each series' context (see the module doc); NaN for the
+        series the model fails on."""
+        if self.requires_fit:
+            self.check_fitted("model_")
         ts = np.asarray(timestamps, dtype=np.int64)
         z = z_score(interval)
         hz = horizon(context, ts, self.step, self.name)
@@ -246,28 +240,12 @@ class DartsEngine:
             done = self._predict_global(series, [context.keys[i] for i in rows], h, interval, z)
         else:
             done = [self._predict_local(s, h, interval, z) for s in series]
-        failed = np.array(
-            [r for r, fc in zip(rows, done, strict=True) if fc is None], dtype=np.intp
-        )
+        failed = sum(fc is None for fc in done)
         for r, fc in zip(rows, done, strict=True):
             if fc is not None:
                 out.yhat[r], out.lower[r], out.upper[r] = (a[ahead - 1] for a in fc)
-        if self.requires_fit:
-            # Each side at least the profile's: 24 residuals cannot tell a 0.999 quantile.
-            base = self.profile_.predict(context, ts, interval)
-            ok = np.setdiff1d(rows, failed)
-            out.lower[ok], out.upper[ok] = no_narrower(
-                out.yhat[ok], out.lower[ok], out.upper[ok], base, ok
-            )
-        elif failed.size:
-            base = ProfileModel(step=self.step, season=None).predict(context, ts, interval)
-        if failed.size:
-            log.debug("%s failed on %d series: profile used", self.name, failed.size)
-            out.yhat[failed], out.lower[failed], out.upper[failed] = (
-                base.yhat[failed],
-                base.lower[failed],
-                base.upper[failed],
-            )
+        if failed:
+            log.debug("%s failed on %d series", self.name, failed)
         return out
 
     def _predict_global(
@@ -325,10 +303,6 @@ class DartsEngine:
         fc = band(plan, at_levels(_SAMPLE_LEVELS, q, plan.levels))
         return fc.yhat, fc.lower, fc.upper
 
-    def dumps(self) -> bytes:
-        """The engine as a pickle (load it only from a trusted ArtifactStore)."""
-        return pickle.dumps(self, protocol=5)
-
     def __getstate__(self) -> dict[str, Any]:
         # A pickled darts torch model leaves its network out: keep darts' own save() instead.
         state = dict(self.__dict__)
@@ -354,15 +328,7 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> DartsEngine:
 def loads(data: bytes, *, step: int) -> DartsEngine:
     """An engine saved by ``dumps``; refuses one trained at another step."""
     _import_darts()
-    try:
-        engine = pickle.loads(data)
-    except Exception as exc:
-        raise EngineError(f"not a darts model artifact: {exc}") from None
-    if not isinstance(engine, DartsEngine):
-        raise EngineError(f"not a darts model artifact: {type(engine).__name__}")
-    if engine.step != step:
-        raise EngineError(f"model was trained at step {engine.step}s, not {step}s: retrain it")
-    return engine
+    return DartsEngine.loads(data, step=step)
 
 
 __all__ = ["DEFAULT_MODEL", "DartsEngine", "create", "loads", "model_names"]

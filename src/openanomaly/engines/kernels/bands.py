@@ -14,10 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, Forecast
 from openanomaly.engines.kernels.robust import TINY, z_score
@@ -98,23 +96,4 @@ def at_levels(
     return np.stack(out, axis=-1)
 
 
-def no_narrower(
-    yhat: FloatArray,
-    lower: FloatArray,
-    upper: FloatArray,
-    base: Forecast,
-    rows: npt.NDArray[np.integer[Any]],
-) -> tuple[FloatArray, FloatArray]:
-    """``lower`` and ``upper`` widened so that each side of ``yhat`` is at least as wide as the
-    same side of ``base`` (the built-in profile's band) in its rows ``rows``.
-
-    The engines whose own band comes from few held-out errors (conformal, detector thresholds,
-    a few residuals) cannot tell a 0.999 quantile; the profile's tails come from the whole
-    training window and know the time of day. A side of ``base`` that is NaN leaves it as is.
-    """
-    below = (base.yhat - base.lower)[rows]
-    above = (base.upper - base.yhat)[rows]
-    return np.fmin(lower, yhat - below), np.fmax(upper, yhat + above)
-
-
-__all__ = ["QuantilePlan", "at_levels", "band", "no_narrower", "quantile_plan"]
+__all__ = ["QuantilePlan", "at_levels", "band", "quantile_plan"]

@@ -28,7 +28,7 @@ class Filled:
     span: npt.NDArray[np.bool_]
 
 
-def fill_gaps(batch: SeriesBatch) -> Filled:
+def gap_free(batch: SeriesBatch) -> Filled:
     """The batch's values, filled as the module docstring says (all-NaN rows stay NaN)."""
     observed = ~np.isnan(batch.values)
     if not batch.values.size:
@@ -42,7 +42,7 @@ def fill_gaps(batch: SeriesBatch) -> Filled:
 def long_frame(batch: SeriesBatch, rows: IntArray, step: int) -> pd.DataFrame:
     """Nixtla's long frame ``unique_id, ds, y, available_mask`` of ``rows`` (ids are the row
     numbers, ``ds`` counts steps since the epoch), each series from its first sample on."""
-    filled = fill_gaps(batch.take(rows))
+    filled = gap_free(batch.take(rows))
     r, c = np.nonzero(filled.span)
     return pd.DataFrame(
         {
@@ -54,7 +54,7 @@ def long_frame(batch: SeriesBatch, rows: IntArray, step: int) -> pd.DataFrame:
     )
 
 
-__all__ = ["Filled", "fill_gaps", "long_frame"]
+__all__ = ["Filled", "Horizon", "gap_free", "horizon", "long_frame"]
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
-"""Panel helpers shared by the engines fitted over a panel (profile, mlforecast, pyod): gap
-filling, contiguous runs, the key -> fitted row lookup, per-series robust scaling and a
-conformal quantile, all vectorized over series.
+"""Panel helpers shared by the engines fitted over a panel (mlforecast, pyod): interpolating
+short gaps, contiguous runs, per-series robust scaling (and ``ScaledPanel``, the engines learning
+in those units) and a conformal quantile, all vectorized over series.
 
 No optional library is imported here.
 """
@@ -8,18 +8,16 @@ No optional library is imported here.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
-from openanomaly.domain.series import FloatArray, IntArray
+from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
+from openanomaly.engines.base import KeyIndex
 from openanomaly.engines.kernels.robust import MAD_TO_SD, TINY, nanmedian, z_score
 
-BoolArray = npt.NDArray[np.bool_]
 
-
-def fill_gaps(values: FloatArray, max_gap: int) -> FloatArray:
+def interpolate_short_gaps(values: FloatArray, max_gap: int) -> FloatArray:
     """``values`` with interior gaps of at most ``max_gap`` missing points linearly interpolated.
 
     Longer gaps, and missing points before a row's first or after its last value, stay NaN.
@@ -95,27 +93,42 @@ def spans(start: IntArray, length: IntArray) -> tuple[IntArray, IntArray]:
     return owner, cols.astype(np.int64)
 
 
-class FittedKeys:
-    """The key -> row lookup of a model fitted over a panel: ``keys_`` (the series it saw, in
-    row order) and ``known_`` (which of them it could learn from), set by ``fit``."""
+@dataclass(frozen=True)
+class ScaledContext:
+    """A context as a scaled engine sees it: the all-NaN forecast to fill, the positions
+    ``sel`` of the fitted series in the context and their fitted ``rows``, and their values
+    scaled and with short gaps interpolated."""
 
-    keys_: tuple[str, ...]
-    known_: BoolArray
-    _index: dict[str, int] | None = None
+    out: Forecast
+    ts: IntArray
+    sel: IntArray
+    rows: IntArray
+    filled: FloatArray
 
-    def _rows(self, keys: Sequence[str]) -> IntArray:
-        """Each key's fitted row, or -1 (unseen, or seen without enough data)."""
-        if not self.__dict__.get("keys_"):
-            return np.full(len(keys), -1, dtype=np.int64)
-        if tuple(keys) == self.keys_:  # the usual case: the same query as at fit
-            rows = np.arange(len(keys), dtype=np.int64)
-        else:
-            if self._index is None:
-                self._index = {k: i for i, k in enumerate(self.keys_)}
-            index = self._index
-            rows = np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
-        return np.where((rows >= 0) & self.known_[np.maximum(rows, 0)], rows, -1)
 
-    def known(self, keys: Sequence[str]) -> BoolArray:
-        """Which series have a fitted model (the others get the cold-start model)."""
-        return np.asarray(self._rows(keys) >= 0, dtype=bool)
+class ScaledPanel(KeyIndex):
+    """An engine that learns on each series scaled by its median and robust spread (mlforecast,
+    pyod): ``center_`` and ``scale_`` learnt at fit, short gaps (``max_gap``) interpolated."""
+
+    center_: FloatArray
+    scale_: FloatArray
+    spread_floor: float
+    max_gap: int
+
+    def _learn_scale(self, history: SeriesBatch) -> FloatArray:
+        """Learn each series' centre and scale; the history in those units."""
+        self.center_, self.scale_ = robust_scale(history.values, floor=self.spread_floor)
+        return (history.values - self.center_[:, None]) / self.scale_[:, None]
+
+    def _scaled(self, context: SeriesBatch, timestamps: IntArray) -> ScaledContext:
+        """``context`` in the units learnt at fit; ``sel`` is empty when nothing is to be
+        forecast (then every row of ``out`` stays NaN)."""
+        ts = np.asarray(timestamps, dtype=np.int64)
+        out = Forecast(*(np.full((len(context), ts.size), np.nan) for _ in range(3)))
+        rows = self._rows(context.keys)
+        sel = np.flatnonzero(rows >= 0)
+        if not ts.size or not sel.size or not context.timestamps.size:
+            return ScaledContext(out, ts, sel[:0], rows[:0], np.empty((0, 0)))
+        r = rows[sel]
+        norm = (context.values[sel] - self.center_[r, None]) / self.scale_[r, None]
+        return ScaledContext(out, ts, sel, r, interpolate_short_gaps(norm, self.max_gap))

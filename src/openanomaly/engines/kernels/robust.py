@@ -99,15 +99,3 @@ def block_center(resid: FloatArray, block: int) -> FloatArray:
     few = np.count_nonzero(~np.isnan(blocks), axis=2) < MIN_POINTS
     med = np.where(few, nanmedian(resid)[:, None], med)
     return np.repeat(med, block, axis=1)[:, :t]
-
-
-def check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise EngineError(f"{name} must be an integer >= {low}, got {value!r}")
-    return value
-
-
-def check_floor(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
-        raise EngineError(f"spread_floor must be a number in [0, 1), got {value!r}")
-    return float(value)

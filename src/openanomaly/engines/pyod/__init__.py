@@ -12,13 +12,14 @@ actual value, which ``predict`` never sees; a detector has no forecast to give. 
 which values the detector would call normal: for each series, given its last ``window - 1``
 context values, the band is the contiguous set of candidates ``y`` around the best-scored one
 whose window ``[context..., y]`` scores at most the threshold, found by a grid search over ``y``
-(vectorized over series) and a finer grid at the edges (``_windowband.band``); ``yhat`` is the
-best-scored candidate. Each side of the band is then widened, where narrower, to the side of the
-built-in profile's band (fitted on the same history, its season chosen from the data), moved to
-``yhat``. A score ``|y - yhat| / half-width`` above 1 then means exactly that the detector flags
-the point and that it lies beyond the profile's width from ``yhat``, up to the search's
-resolution. The detector alone, at 0.999, flagged about 12 normal points per 1,000 on NAB's
-artificialNoAnomaly: a few hundred held-out windows of one series cannot tell its 0.999
+(vectorized over series) and a finer grid at the edges (``windowband.band``); ``yhat`` is the
+best-scored candidate. The profile floor (``engines/floor.py``) then widens each side of the
+band, where narrower, to the side of the built-in profile's band (fitted on the same history,
+its season chosen from the data), moved to ``yhat``. A score ``|y - yhat| / half-width``
+above 1 then means exactly that the detector flags the point and that it lies beyond the
+profile's width from ``yhat``, up to the search's resolution. The detector alone, at 0.999,
+flagged about 12 normal points per 1,000 on NAB's artificialNoAnomaly: a few hundred
+held-out windows of one series cannot tell its 0.999
 threshold, and windows know no time of day. Inside the band the score is a distance from
 ``yhat``, not the detector's score, and the band may be asymmetric.
 
@@ -34,23 +35,22 @@ sets PyOD's own ``threshold_``, which is not used.
 (the values in between are unknown): the band is meant for the next point. The grid spans
 ``span`` times the series' step-to-step spread around the recent level; a detector that would
 accept values beyond it is cut there. While an anomaly sits in the context's last window, the
-detector would flag any next value; those series get the built-in profile's band instead, so one
-anomaly does not flag the ``window - 1`` points after it. Scaling uses the training median: a
-lasting level shift stays flagged until the next training. Windows carry no time of day.
-Predicting costs ``series x (grid + 2 * refine)`` ``decision_function`` rows. Series with fewer
+detector would flag any next value; those series get no band here (NaN), hence the built-in
+profile's under the floor, so one anomaly does not flag the ``window - 1`` points after it.
+Scaling uses the training median: a lasting level shift stays flagged until the next training.
+Windows carry no time of day. Predicting costs ``series x (grid + 2 * refine)``
+``decision_function`` rows. Series with fewer
 than 3 held-out windows (about ``window + 5`` points) are unknown (cold start); contexts shorter
-than ``window - 1`` points get the built-in profile.
+than ``window - 1`` points get no band here (NaN), hence the profile's under the floor.
 
-Artifacts are pickles (they hold the fitted detectors): load them only from a trusted
-ArtifactStore.
+Artifacts are pickles (they hold the fitted detectors) in the versioned envelope: load them only
+from a trusted ArtifactStore.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
-import pickle
 from collections.abc import Mapping
 from typing import Any, Self
 
@@ -58,20 +58,19 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines.builtin import ProfileModel
-from openanomaly.engines.kernels.bands import no_narrower
-from openanomaly.engines.kernels.panel import FittedKeys, fill_gaps, last_run, robust_scale
-from openanomaly.engines.kernels.robust import (
-    MAD_TO_SD,
-    MIN_POINTS,
-    TINY,
+from openanomaly.engines.base import (
+    PickledEngine,
     check_floor,
     check_int,
-    nanmedian,
-    z_score,
+    check_number,
+    check_unique,
+    require,
+    translated,
 )
+from openanomaly.engines.kernels.panel import ScaledPanel, interpolate_short_gaps, last_run
+from openanomaly.engines.kernels.robust import MAD_TO_SD, MIN_POINTS, TINY, nanmedian, z_score
 from openanomaly.engines.pyod.windowband import band, window_features
-from openanomaly.errors import EngineError, EngineNotInstalled, NotEnoughHistory, UnknownModel
+from openanomaly.errors import EngineError, NotEnoughHistory, UnknownModel
 
 DEFAULT_MODEL = "IForest"
 DETECTORS = {  # class name -> module, for the tabular detectors that need no torch
@@ -118,11 +117,7 @@ _CALIBRATION_TOTAL = 8192  # ...and at least this many in all when series are fe
 def _detector_class(name: str) -> Any:
     if name not in DETECTORS:
         raise UnknownModel("pyod detector", name, list(DETECTORS))
-    try:
-        module = importlib.import_module(f"pyod.models.{DETECTORS[name]}")
-    except ImportError:
-        raise EngineNotInstalled("pyod", "pyod") from None
-    return getattr(module, name)
+    return getattr(require("pyod", f"pyod.models.{DETECTORS[name]}")[0], name)
 
 
 def _windows(
@@ -137,7 +132,7 @@ def _windows(
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
-class PyODEngine(FittedKeys):
+class PyODEngine(ScaledPanel, PickledEngine):
     """A PyOD detector on sliding windows, read as a band (see the module doc).
 
     Args:
@@ -165,11 +160,10 @@ class PyODEngine(FittedKeys):
         center_, scale_: ``(series,)`` median and robust spread, the features' scaling.
         unit_: ``(series,)`` the search grid's unit: robust spread of the scaled first differences.
         known_: ``(series,)`` which series had windows to learn from.
-        profile_: the built-in profile fitted on the same history: the band's floor, and the band
-            of too short contexts.
     """
 
-    requires_fit: bool = True
+    ENGINE = "pyod"
+    FORMAT = 2  # 2: the envelope, no profile inside (the floor wraps the engine)
     keys_: tuple[str, ...]
     detectors_: list[Any]
     score_center_: FloatArray
@@ -179,7 +173,6 @@ class PyODEngine(FittedKeys):
     scale_: FloatArray
     unit_: FloatArray
     known_: npt.NDArray[np.bool_]
-    profile_: ProfileModel
 
     def __init__(
         self,
@@ -207,11 +200,10 @@ class PyODEngine(FittedKeys):
                 raise EngineError(f"{flag} must be true or false, got {value!r}")
         self.diffs, self.pooled = diffs, pooled
         self.max_windows = check_int("max_windows", max_windows, 100)
-        if not _number(contamination) or not 0 < contamination <= 0.5:
-            raise EngineError(f"contamination must be a number in (0, 0.5], got {contamination!r}")
-        if not _number(span) or not 0 < span < math.inf:
-            raise EngineError(f"span must be a positive number, got {span!r}")
-        self.contamination, self.span = float(contamination), float(span)
+        self.contamination = check_number(
+            "contamination", contamination, 0, 0.5, open_low=True, open_high=False
+        )
+        self.span = check_number("span", span, 0, open_low=True)
         self.grid, self.refine = check_int("grid", grid, 8), check_int("refine", refine, 0)
         self.max_gap = check_int("max_gap", max_gap, 0)
         self.spread_floor = check_floor(spread_floor)
@@ -242,22 +234,15 @@ class PyODEngine(FittedKeys):
         # distances, hence infinite scores: keep one of each.
         x = np.unique(x, axis=0)
         detector = self._new_detector()
-        try:
+        with translated(f"pyod {self.name} failed to fit {x.shape[0]} windows"):
             return detector.fit(x)
-        except Exception as exc:
-            raise EngineError(
-                f"pyod {self.name} failed to fit {x.shape[0]} windows: {exc}"
-            ) from None
 
     def fit(self, history: SeriesBatch) -> Self:
         """Fit the detector(s) on windows of ``history`` and calibrate thresholds; returns self."""
-        if len(set(history.keys)) != len(history):
-            raise EngineError("history has duplicate series keys")
+        check_unique(history.keys)
         n = len(history)
-        self.profile_ = ProfileModel(step=self.step).fit(history)
-        self.center_, self.scale_ = robust_scale(history.values, floor=self.spread_floor)
-        norm = (history.values - self.center_[:, None]) / self.scale_[:, None]
-        filled = fill_gaps(norm, self.max_gap)
+        norm = self._learn_scale(history)
+        filled = interpolate_short_gaps(norm, self.max_gap)
         diff = np.diff(filled, axis=1)
         unit = MAD_TO_SD * nanmedian(np.abs(diff - nanmedian(diff)[:, None]))
         self.unit_ = np.fmax(np.nan_to_num(unit, nan=1.0), _UNIT_FLOOR)
@@ -301,7 +286,7 @@ class PyODEngine(FittedKeys):
         held_scores = np.full((n, max(int(n_calib.max()), 1)), np.nan)
         held_scores[rows[held], rank[held]] = scores
         self._calibrate(held_scores)
-        self.keys_, self._index = history.keys, None
+        self._set_keys(history.keys, self.known_)
         return self
 
     def _calibrate(self, held: FloatArray) -> None:
@@ -326,19 +311,14 @@ class PyODEngine(FittedKeys):
         return self.score_center_[rows] + q * self.score_scale_[rows]
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
-        """The detector's inlier band for the next point, for every step (see the module doc)."""
-        if "detectors_" not in self.__dict__:
-            raise EngineError(f"pyod {self.name}: predict() before fit()")
+        """The detector's inlier band for the next point, for every step (see the module doc);
+        NaN for the series it cannot band."""
+        self.check_fitted("detectors_")
         z_score(interval)  # validates it
-        ts = np.asarray(timestamps, dtype=np.int64)
-        base_fc = self.profile_.predict(context, ts, interval)
-        rows = self._rows(context.keys)
-        sel = np.flatnonzero(rows >= 0)
-        if not ts.size or not sel.size or not context.timestamps.size:
-            return base_fc
-        r = rows[sel]
-        norm = (context.values[sel] - self.center_[r, None]) / self.scale_[r, None]
-        filled = fill_gaps(norm, self.max_gap)
+        scaled = self._scaled(context, timestamps)
+        out, sel, r, filled = scaled.out, scaled.sel, scaled.rows, scaled.filled
+        if not sel.size:
+            return out
         start, length = last_run(filled, self.window - 1)
         ok = length == self.window - 1
         sel, r, start = sel[ok], r[ok], start[ok]
@@ -348,48 +328,32 @@ class PyODEngine(FittedKeys):
             if self.pooled
             else [(np.array([i]), int(ri)) for i, ri in enumerate(r)]
         )
-        yhat, lower, upper = base_fc.yhat.copy(), base_fc.lower.copy(), base_fc.upper.copy()
         for part, d in groups:
             if not part.size or self.detectors_[d] is None:
                 continue
             rr = r[part]
-            mid, lo, hi, abnormal = band(
-                self.detectors_[d].decision_function,
-                base[part],
-                nanmedian(base[part]),
-                self.unit_[rr],
-                self._threshold(rr, interval),
-                span=self.span,
-                grid=self.grid,
-                refine=self.refine,
-                diffs=self.diffs,
-            )
-            # An abnormal context window would flag any next value: keep the profile's band.
+            with translated(f"pyod {self.name}: predict"):
+                mid, lo, hi, abnormal = band(
+                    self.detectors_[d].decision_function,
+                    base[part],
+                    nanmedian(base[part]),
+                    self.unit_[rr],
+                    self._threshold(rr, interval),
+                    span=self.span,
+                    grid=self.grid,
+                    refine=self.refine,
+                    diffs=self.diffs,
+                )
+            # An abnormal context window would flag any next value: no band (the floor's).
             keep = ~abnormal
             mid, lo, hi, rr = mid[keep], lo[keep], hi[keep], rr[keep]
             c, s = self.center_[rr], self.scale_[rr]
             y, rows_out = (c + s * mid)[:, None], sel[part[keep]]
-            # Each side is at least the profile's: the held-out scores are too few to tell a
-            # 0.999 threshold of one series, and windows know no time of day, so the detector
-            # alone flagged about 12 normal points per 1,000 (NAB's artificialNoAnomaly).
             floor = self.spread_floor * np.abs(c)[:, None] + TINY
-            yhat[rows_out] = y
-            lower[rows_out], upper[rows_out] = no_narrower(
-                y,
-                np.minimum((c + s * lo)[:, None], y - floor),
-                np.maximum((c + s * hi)[:, None], y + floor),
-                base_fc,
-                rows_out,
-            )
-        return Forecast(yhat, lower, upper)
-
-    def dumps(self) -> bytes:
-        """The fitted engine as a pickle (load it only from a trusted ArtifactStore)."""
-        return pickle.dumps(self, protocol=5)
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+            out.yhat[rows_out] = y
+            out.lower[rows_out] = np.minimum((c + s * lo)[:, None], y - floor)
+            out.upper[rows_out] = np.maximum((c + s * hi)[:, None], y + floor)
+        return out
 
 
 def create(name: str, params: Mapping[str, Any], *, step: int) -> PyODEngine:
@@ -403,12 +367,4 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> PyODEngine:
 def loads(data: bytes, *, step: int) -> PyODEngine:
     """An engine saved by ``dumps``; refuses one trained at another step."""
     _detector_class(DEFAULT_MODEL)
-    try:
-        engine = pickle.loads(data)
-    except Exception as exc:
-        raise EngineError(f"not a pyod model artifact: {exc}") from None
-    if not isinstance(engine, PyODEngine):
-        raise EngineError(f"not a pyod model artifact: {type(engine).__name__}")
-    if engine.step != step:
-        raise EngineError(f"model was trained at step {engine.step}s, not {step}s: retrain it")
-    return engine
+    return PyODEngine.loads(data, step=step)

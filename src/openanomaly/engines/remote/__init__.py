@@ -12,8 +12,8 @@ model:
 
 The server is stateless: ``/v1/fit`` returns an opaque, server-signed ``state`` which this
 engine keeps in its artifact (with the URL, the model spec and which series are known) and
-sends back with every ``/v1/predict``. The bearer token is never stored: it comes from the
-environment variable named by ``token_env`` (default ``OA_REMOTE_TOKEN``), or is handed in.
+sends back with every ``/v1/predict``. The bearer token is never stored: the composition root
+hands it in (the setting ``remote_engine.token``, through ``DefaultEngineFactory``).
 A large panel is sent in batches of at most ``max_points`` values, each fitted separately:
 per-series models do not notice, but a global model (one fitted across series) sees only its
 batch, so raise ``max_points`` for those.
@@ -22,7 +22,6 @@ batch, so raise ``max_points`` for those.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Self
@@ -35,12 +34,19 @@ from pydantic import SecretStr
 
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
 from openanomaly.domain.spec import ModelSpec
+from openanomaly.engines.base import (
+    Engine,
+    KeyIndex,
+    check_int,
+    check_number,
+    check_unique,
+    unknown_params,
+)
 from openanomaly.engines.remote import wire
 from openanomaly.engines.remote.client import (
     RemoteEngineError,
     RemoteUnavailable,
     check_url,
-    positive,
     post_json,
 )
 from openanomaly.errors import EngineError, UnknownModel
@@ -48,18 +54,17 @@ from openanomaly.errors import EngineError, UnknownModel
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "http"
-_FORMAT = 1  # version of the dumps() layout
+PARAMS = ("url", "model", "timeout", "retries", "backoff", "max_points")
 
 
-class RemoteEngine:
+class RemoteEngine(KeyIndex, Engine):
     """A model that lives on a model server (see the module doc).
 
     Args:
         url: the model server's base URL (``http(s)://host:port``, no credentials in it).
         model: the served model, ``{engine, name, params}`` (default: the built-in profile).
         step: the grid spacing in seconds.
-        token: the bearer token; default: the environment variable named by ``token_env``.
-        token_env: where to read the token from when none is given (also after ``loads``).
+        token: the bearer token of the model server (None: send none).
         timeout: seconds to wait for one response (> 0; connecting waits at most 10 s).
         retries: attempts per call on connection errors, timeouts, 429 and 5xx (>= 1).
         backoff: seconds before the first retry, doubling after each (>= 0).
@@ -73,8 +78,8 @@ class RemoteEngine:
         states_: the opaque states ``/v1/fit`` returned, one per batch.
     """
 
-    keys_: tuple[str, ...]
-    known_: npt.NDArray[np.bool_]
+    ENGINE = "remote"
+    FORMAT = 2  # 2: the envelope, no token_env
     batch_: IntArray
     states_: list[str]
 
@@ -85,7 +90,6 @@ class RemoteEngine:
         *,
         step: int,
         token: SecretStr | str | None = None,
-        token_env: str | None = "OA_REMOTE_TOKEN",
         timeout: float = 60.0,
         retries: int = 3,
         backoff: float = 0.5,
@@ -94,14 +98,11 @@ class RemoteEngine:
     ) -> None:
         self.url = check_url(url)
         self.model = model if isinstance(model, ModelSpec) else wire.model_from_json(model or {})
-        self.step = positive("step", step, int, 1)
-        self.timeout = float(positive("timeout", timeout, (int, float), 0, strict=True))
-        self.retries = positive("retries", retries, int, 1)
-        self.backoff = float(positive("backoff", backoff, (int, float), 0))
-        self.max_points = positive("max_points", max_points, int, 1)
-        self.token_env = token_env
-        if token is None and token_env:
-            token = os.environ.get(token_env) or None
+        self.step = check_int("step", step, 1)
+        self.timeout = check_number("timeout", timeout, 0, open_low=True)
+        self.retries = check_int("retries", retries, 1)
+        self.backoff = check_number("backoff", backoff, 0)
+        self.max_points = check_int("max_points", max_points, 1)
         self._token = SecretStr(token) if isinstance(token, str) else token
         self._client, self._own_client, self._lock = client, False, threading.Lock()
         self._requires_fit: bool | None = None
@@ -124,7 +125,6 @@ class RemoteEngine:
         return {
             "url": self.url,
             "model": wire.model_to_json(self.model),
-            "token_env": self.token_env,
             "timeout": self.timeout,
             "retries": self.retries,
             "backoff": self.backoff,
@@ -133,8 +133,7 @@ class RemoteEngine:
 
     def fit(self, history: SeriesBatch) -> Self:
         """Fit the served model on ``history``, batch by batch; returns self."""
-        if len(set(history.keys)) != len(history):
-            raise EngineError("history has duplicate series keys")
+        check_unique(history.keys)
         states: list[str] = []
         known = np.zeros(len(history), dtype=bool)
         batch = np.zeros(len(history), dtype=np.int64)
@@ -152,8 +151,8 @@ class RemoteEngine:
             known[rows] = np.array(flags, dtype=bool)
             batch[rows] = len(states)
             states.append(wire.field(answer, "state", str))
-        self.keys_, self.known_, self.batch_, self.states_ = history.keys, known, batch, states
-        self._index: dict[str, int] = {k: i for i, k in enumerate(self.keys_)}
+        self._set_keys(history.keys, known)
+        self.batch_, self.states_ = batch, states
         log.info("fitted %s on %s: %d series", self._label(), self.url, len(history))
         return self
 
@@ -161,8 +160,7 @@ class RemoteEngine:
         """Which series the fitted model knows; a model needing no fit knows every series."""
         if "states_" not in self.__dict__:
             return np.full(len(keys), not self.requires_fit, dtype=bool)
-        rows = self._rows(keys)
-        return np.asarray((rows >= 0) & self.known_[np.maximum(rows, 0)], dtype=bool)
+        return super().known(keys)
 
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
         """The server's forecast of ``timestamps`` for every series of ``context``."""
@@ -181,13 +179,12 @@ class RemoteEngine:
         return Forecast.stack(parts, len(context), ts.size)
 
     def dumps(self) -> bytes:
-        """JSON: how to reach the server, the model, which series are known, the states."""
-        meta: dict[str, Any] = {"format": _FORMAT, "step": self.step, **self.get_params()}
-        meta["requires_fit"] = self._requires_fit
+        """How to reach the server, the model, which series are known and the states (JSON)."""
+        meta: dict[str, Any] = {"params": self.get_params(), "requires_fit": self._requires_fit}
         if "states_" in self.__dict__:
             meta |= {"keys": self.keys_, "known": self.known_, "batch": self.batch_}
             meta["states"] = self.states_
-        return orjson.dumps(meta, option=orjson.OPT_SERIALIZE_NUMPY)
+        return self.pack({"remote.json": orjson.dumps(meta, option=orjson.OPT_SERIALIZE_NUMPY)})
 
     def close(self) -> None:
         """Close the HTTP client this engine made (a client handed in is left open)."""
@@ -195,10 +192,6 @@ class RemoteEngine:
             if self._client is not None and self._own_client:
                 self._client.close()
                 self._client = None
-
-    def _rows(self, keys: Sequence[str]) -> IntArray:
-        index = self._index
-        return np.fromiter((index.get(k, -1) for k in keys), dtype=np.int64, count=len(keys))
 
     def _batches(self, n: int, width: int) -> Iterator[npt.NDArray[np.intp]]:
         size = max(1, self.max_points // max(1, width))
@@ -213,7 +206,7 @@ class RemoteEngine:
         width = context.timestamps.size
         if "states_" not in self.__dict__:
             if self.requires_fit:
-                raise EngineError(f"remote {self._label()}: predict() before fit()")
+                self.check_fitted("states_")
             for rows in self._batches(len(context), width):
                 yield rows, None
             return
@@ -246,42 +239,37 @@ class RemoteEngine:
         )
 
 
-def create(name: str, params: Mapping[str, Any], *, step: int) -> RemoteEngine:
-    """A new remote engine; ``params`` are ``RemoteEngine``'s keyword arguments (``url``...)."""
+def create(
+    name: str, params: Mapping[str, Any], *, step: int, token: SecretStr | None = None
+) -> RemoteEngine:
+    """A new remote engine; ``params`` are ``RemoteEngine``'s keyword arguments (``url``...),
+    ``token`` the server's (from Settings). The former ``token_env`` is ignored, with a warning:
+    the token now comes from Settings."""
     if name != DEFAULT_MODEL:
         raise UnknownModel("remote model", name, [DEFAULT_MODEL])
-    accepted = ("url", "model", "token_env", "timeout", "retries", "backoff", "max_points")
-    unknown = sorted(set(params) - set(accepted))
-    if unknown:
-        raise EngineError(
-            f"remote engine has no parameter {', '.join(map(repr, unknown))}; "
-            f"accepted: {', '.join(accepted)}"
-        )
-    if "url" not in params:
+    rest = dict(params)
+    if rest.pop("token_env", None) is not None:
+        log.warning("remote engine: params.token_env is ignored; set remote_engine.token instead")
+    unknown_params("remote engine", rest, PARAMS)
+    if "url" not in rest:
         raise EngineError("remote engine needs parameter 'url' (the model server)")
-    rest = {k: v for k, v in params.items() if k != "url"}
-    return RemoteEngine(params["url"], step=step, **rest)
+    return RemoteEngine(rest.pop("url"), step=step, token=token, **rest)
 
 
-def loads(data: bytes, *, step: int) -> RemoteEngine:
-    """An engine saved by ``dumps``; the token is read again from ``token_env``."""
+def loads(data: bytes, *, step: int, token: SecretStr | None = None) -> RemoteEngine:
+    """An engine saved by ``dumps``, with the ``token`` of the composition root."""
+    _, members = RemoteEngine.unpack(data, step=step)
     try:
-        meta = orjson.loads(data)
-        if meta.pop("format") != _FORMAT:
-            raise ValueError("unknown format version")
-    except (orjson.JSONDecodeError, ValueError, KeyError, AttributeError, TypeError) as exc:
+        meta = orjson.loads(members["remote.json"])
+        params, requires_fit = meta["params"], meta["requires_fit"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise EngineError(f"not a remote model artifact: {exc}") from None
-    if meta.pop("step") != step:
-        raise EngineError(f"model was trained at another step than {step}s: retrain it")
-    requires_fit, states = meta.pop("requires_fit"), meta.pop("states", None)
-    keys, known, batch = (meta.pop(k, None) for k in ("keys", "known", "batch"))
-    engine = create(DEFAULT_MODEL, meta, step=step)
+    engine = create(DEFAULT_MODEL, params, step=step, token=token)
     engine._requires_fit = requires_fit
-    if states is not None:
-        engine.keys_, engine.states_ = tuple(keys), list(states)
-        engine.known_ = np.array(known, dtype=bool)
-        engine.batch_ = np.array(batch, dtype=np.int64)
-        engine._index = {k: i for i, k in enumerate(engine.keys_)}
+    if meta.get("states") is not None:
+        engine._set_keys(meta["keys"], np.array(meta["known"], dtype=bool))
+        engine.batch_ = np.array(meta["batch"], dtype=np.int64)
+        engine.states_ = list(meta["states"])
     return engine
 
 

@@ -1,5 +1,5 @@
 """The remote engine's HTTP side: one JSON POST with retries, the errors it raises, and the
-checks of its connection parameters."""
+check of the server's URL."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from tenacity import (
     wait_exponential,
 )
 
-from openanomaly.adapters.prometheus.http import response_message
 from openanomaly.engines.remote import wire
 from openanomaly.errors import EngineError, EngineUnavailable
 
@@ -99,7 +98,7 @@ def _answer(response: httpx.Response, url: str) -> dict[str, Any]:
             f"model server {url} failed ({status}): {detail}", url=url, status=status
         )
     if status == 401:
-        detail += "; give the token the server expects (the variable params.token_env names)"
+        detail += "; give the token the server expects (the setting remote_engine.token)"
     raise RemoteEngineError(
         f"model server {url} refused ({status}): {detail}", url=url, status=status
     )
@@ -115,7 +114,8 @@ def _detail(response: httpx.Response) -> str:
         return str(body["detail"])
     if isinstance(body, dict) and body.get("detail") is not None:
         return orjson.dumps(body["detail"]).decode()[:500]
-    return response_message(response)
+    text = response.text.strip()
+    return (text[:500] + "...") if len(text) > 500 else (text or response.reason_phrase)
 
 
 def check_url(url: str) -> str:
@@ -124,16 +124,7 @@ def check_url(url: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise EngineError(f"url must be an http(s) URL of the model server, got {url!r}")
     if parts.username or parts.password:
-        raise EngineError("url must not hold credentials (they would be logged): use token_env")
+        raise EngineError(
+            "url must not hold credentials (they would be logged): set remote_engine.token"
+        )
     return url.rstrip("/")
-
-
-def positive(
-    name: str, value: Any, kind: type | tuple[type, ...], low: float, *, strict: bool = False
-) -> Any:
-    """``value`` if it is a ``kind`` number >= ``low`` (> with ``strict``); else EngineError."""
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if not ok or value < low or (strict and value == low):
-        sign = ">" if strict else ">="
-        raise EngineError(f"{name} must be a number {sign} {low}, got {value!r}")
-    return value

@@ -15,31 +15,36 @@ same per-model ``forward``, which we call directly on each series' context. Two 
   fit.
 
 Bands are never narrower than the model's own in-sample residual spread (Theta's and MSTL's
-run narrow), nor, on each side, than the band of the built-in profile fitted on the same history
-(``profile_``): the models' Gaussian intervals are far too narrow at 0.999 for spiky metrics
-(AutoETS flagged 4.7 normal points per 1,000 on the NAB sample, 0.6 with the floor). A series
-whose fit fails falls back to SeasonalNaive, then Naive (``fallbacks_``); one whose ``forward``
-fails (context too short for the model...) gets the profile's forecast. ``statsforecast`` is
-imported lazily. Artifacts are pickles: load them only from a trusted ArtifactStore.
+run narrow); the profile floor (``engines/floor.py``, at the model's season) widens them further:
+the models' Gaussian intervals are far too narrow at 0.999 for spiky metrics. A series whose fit
+fails falls back to SeasonalNaive, then Naive (``fallbacks_``); one whose ``forward`` fails
+(context too short for the model...) gets no forecast here (NaN), hence the profile's under the
+floor. ``statsforecast`` is imported lazily. Artifacts are pickles: load them only from a
+trusted ArtifactStore.
 """
 
 from __future__ import annotations
 
 import inspect
 import logging
-import pickle
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Self
 
 import numpy as np
-import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, Forecast, IntArray, SeriesBatch
-from openanomaly.engines.builtin import ProfileModel
-from openanomaly.engines.kernels.bands import no_narrower
+from openanomaly.engines.base import (
+    KeyIndex,
+    PickledEngine,
+    check_int,
+    require,
+    translated,
+    unknown_params,
+)
 from openanomaly.engines.kernels.robust import TINY, z_score
+from openanomaly.engines.kernels.seasons import season_steps
 from openanomaly.engines.statsforecast.models import (
     Outcome,
     advance,
@@ -49,11 +54,10 @@ from openanomaly.engines.statsforecast.models import (
     quiet,
     quiet_lock,
     resid_sigma,
-    season_steps,
     seasonal_naive,
     slim,
 )
-from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
+from openanomaly.errors import EngineError, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -65,11 +69,7 @@ _ETS_MAX_SEASON = 24  # statsforecast's ETS cannot fit longer seasons (as R's fo
 
 
 def _import_models() -> Any:
-    try:
-        import statsforecast.models as sfm
-    except ImportError:
-        raise EngineNotInstalled("statsforecast", "statsforecast") from None
-    return sfm
+    return require("statsforecast", "statsforecast.models")[0]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class _Fitted:
     sigma: float  # robust sd of the in-sample one-step residuals: the band's floor
 
 
-class StatsForecastEngine:
+class StatsForecastEngine(KeyIndex, PickledEngine):
     """A StatsForecast model per series, applied to new data without refitting.
 
     Args:
@@ -95,14 +95,14 @@ class StatsForecastEngine:
         models_: per series, the fitted model (with its end time and state), or None when the
             series had too little data (``known`` is False for it).
         fallbacks_: series key -> the model used instead of ``name`` because its fit failed.
-        profile_: the built-in profile fitted on the same history, used when forward fails.
+        known_: ``(series,)`` which series have a model.
     """
 
-    requires_fit: bool = True
+    ENGINE = "statsforecast"
+    FORMAT = 2  # 2: the envelope, no profile inside (the floor wraps the engine)
     keys_: tuple[str, ...]
     models_: list[_Fitted | None]
     fallbacks_: dict[str, str]
-    profile_: ProfileModel
 
     def __init__(
         self,
@@ -114,10 +114,8 @@ class StatsForecastEngine:
     ) -> None:
         if name not in MODELS:
             raise UnknownModel("statsforecast model", name, list(MODELS))
-        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-            raise EngineError(f"step must be an integer >= 1, got {step!r}")
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-            raise EngineError(f"n_jobs must be an integer >= 1, got {n_jobs!r}")
+        check_int("step", step, 1)
+        check_int("n_jobs", n_jobs, 1)
         self.name, self.params, self.step, self.n_jobs = name, dict(params or {}), step, n_jobs
         self._proto = self._build(name, self.params)
         seasons = self._kwargs.get("season_length", 1)
@@ -126,16 +124,17 @@ class StatsForecastEngine:
         self._max_gap = min(60, short) if short > 1 else 60
         self._min_train = max(_MIN_TRAIN, 2 * max(self._seasons))
 
+    @property
+    def floor_season(self) -> int | None:
+        """The profile floor's season: the model's shortest one (seconds), if any."""
+        short = min(self._seasons)
+        return short * self.step if short > 1 else None
+
     def _build(self, name: str, params: Mapping[str, Any]) -> Any:
         cls = getattr(_import_models(), name)
         signature = inspect.signature(cls.__init__).parameters
         accepted = [p for p in signature if p not in ("self", "alias", "prediction_intervals")]
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise EngineError(
-                f"{name} has no parameter {', '.join(map(repr, unknown))}; "
-                f"accepted: {', '.join(accepted)}"
-            )
+        unknown_params(name, params, accepted)
         kwargs = dict(params)
         if "season_length" in kwargs:
             value = kwargs["season_length"]
@@ -169,12 +168,11 @@ class StatsForecastEngine:
     def fit(self, history: SeriesBatch) -> Self:
         """Fit a model per series of ``history``; returns self."""
         sfm = _import_models()
-        season = min(self._seasons) * self.step if min(self._seasons) > 1 else None
-        self.profile_ = ProfileModel(step=self.step, season=season).fit(history)
         cleaned = [clean(row, self._max_gap) for row in history.values]
         jobs = [i for i, c in enumerate(cleaned) if c is not None and c[0].size >= self._min_train]
-        results = self._fit_all([cleaned[i][0] for i in jobs])  # type: ignore[index]
-        self.keys_, self.models_, self.fallbacks_ = history.keys, [None] * len(history), {}
+        with translated(f"{self.name}: fit"):
+            results = self._fit_all([cleaned[i][0] for i in jobs])  # type: ignore[index]
+        self.models_, self.fallbacks_ = [None] * len(history), {}
         for i, (model, fallback, _) in zip(jobs, results, strict=True):
             if model is None:
                 continue
@@ -188,7 +186,7 @@ class StatsForecastEngine:
             end = int(history.timestamps[last]) + self.step
             self.models_[i] = _Fitted(model, end, state, sigma)
         self._check_failures(results, [bool(np.ptp(cleaned[i][0]) > 0) for i in jobs])  # type: ignore[index]
-        self._index = {k: i for i, k in enumerate(self.keys_)}
+        self._set_keys(history.keys, np.array([m is not None for m in self.models_], dtype=bool))
         return self
 
     def _check_failures(self, results: list[Outcome], varying: list[bool]) -> None:
@@ -225,41 +223,28 @@ class StatsForecastEngine:
             out[w::workers] = part
         return out
 
-    def known(self, keys: Sequence[str]) -> npt.NDArray[np.bool_]:
-        """Which series have a fitted model (the rest are left to the cold-start model)."""
-        index = self.__dict__.get("_index", {})
-        return np.array(
-            [self.models_[index[k]] is not None if k in index else False for k in keys], dtype=bool
-        )
-
     def predict(self, context: SeriesBatch, timestamps: IntArray, interval: float) -> Forecast:
-        """Apply each fitted model to its context with ``forward``, no refit (see module doc)."""
-        if "profile_" not in self.__dict__:
-            raise EngineError(f"{self.name}: predict() before fit()")
+        """Apply each fitted model to its context with ``forward``, no refit (see module doc);
+        NaN for the series without a model or whose forward fails."""
+        self.check_fitted("models_")
         ts = np.asarray(timestamps, dtype=np.int64)
-        base = self.profile_.predict(context, ts, interval)
+        out = Forecast(*(np.full((len(context), ts.size), np.nan) for _ in range(3)))
         if not ts.size:
-            return base
-        yhat, lower, upper = base.yhat.copy(), base.lower.copy(), base.upper.copy()
-        sfm, failed, done = _import_models(), 0, []
+            return out
+        sfm, failed = _import_models(), 0
         with quiet_lock, quiet():
-            for i, key in enumerate(context.keys):
-                fitted = self.models_[self._index[key]] if key in self._index else None
+            for i, row in enumerate(self._rows(context.keys)):
+                fitted = self.models_[row] if row >= 0 else None
                 if fitted is None:
                     continue
-                out = self._forward(fitted, context, i, ts, interval=interval, sfm=sfm)
-                if out is None:
+                done = self._forward(fitted, context, i, ts, interval=interval, sfm=sfm)
+                if done is None:
                     failed += 1
                 else:
-                    yhat[i], lower[i], upper[i] = out
-                    done.append(i)
-        rows = np.array(done, dtype=np.intp)
-        lower[rows], upper[rows] = no_narrower(yhat[rows], lower[rows], upper[rows], base, rows)
+                    out.yhat[i], out.lower[i], out.upper[i] = done
         if failed:
-            log.debug(
-                "%s: %d of %d series fell back to the profile", self.name, failed, len(context)
-            )
-        return Forecast(yhat, lower, upper)
+            log.debug("%s: forward failed on %d of %d series", self.name, failed, len(context))
+        return out
 
     def _forward(
         self,
@@ -306,10 +291,6 @@ class StatsForecastEngine:
         floor = np.maximum(z_score(interval) * fitted.sigma, TINY * np.maximum(1.0, np.abs(mean)))
         return mean, np.minimum(lo, mean - floor), np.maximum(hi, mean + floor)
 
-    def dumps(self) -> bytes:
-        """The fitted engine as a pickle (load it only from a trusted ArtifactStore)."""
-        return pickle.dumps(self, protocol=5)
-
 
 def create(name: str, params: Mapping[str, Any], *, step: int) -> StatsForecastEngine:
     """A new engine; ``params`` may hold the engine option ``n_jobs``, the rest go to the model."""
@@ -321,12 +302,4 @@ def create(name: str, params: Mapping[str, Any], *, step: int) -> StatsForecastE
 def loads(data: bytes, *, step: int) -> StatsForecastEngine:
     """An engine saved by ``dumps``; refuses one trained at another step."""
     _import_models()
-    try:
-        engine = pickle.loads(data)
-    except Exception as exc:
-        raise EngineError(f"not a statsforecast model artifact: {exc}") from None
-    if not isinstance(engine, StatsForecastEngine):
-        raise EngineError(f"not a statsforecast model artifact: {type(engine).__name__}")
-    if engine.step != step:
-        raise EngineError(f"model was trained at step {engine.step}s, not {step}s: retrain it")
-    return engine
+    return StatsForecastEngine.loads(data, step=step)

@@ -13,10 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from openanomaly.domain.durations import parse_duration
 from openanomaly.domain.series import FloatArray
 from openanomaly.engines.kernels.robust import MAD_TO_SD, MIN_POINTS, z_score
-from openanomaly.errors import EngineError
 
 BULKY = ("fitted", "residuals", "actual_residuals", "states")  # not read by forward()
 
@@ -30,21 +28,6 @@ def quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
-
-
-def season_steps(name: str, value: object, step: int) -> int:
-    """A season length in steps; a duration string (``"1d"``) is converted with ``step``."""
-    if isinstance(value, str):
-        try:
-            seconds = parse_duration(value)
-        except ValueError as exc:
-            raise EngineError(f"{name}: {exc}") from None
-        if seconds % step:
-            raise EngineError(f"{name} ({value}) must be a whole number of steps ({step}s)")
-        value = seconds // step
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EngineError(f"{name} must be an integer >= 1 or a duration, got {value!r}")
-    return value
 
 
 Outcome = tuple[Any, str | None, str | None]  # fitted model, fallback used, primary's error

@@ -1,5 +1,5 @@
-"""Helpers of the Darts engine: series conversion, residual bands, and the save/load of darts'
-torch models (which a pickle would leave without their network). ``darts`` is imported only
+"""Between our panels and Darts' objects: series conversion, residual bands, and the save/load of
+darts' torch models (which a pickle would leave without their network). ``darts`` is imported only
 inside the functions."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from openanomaly.domain.series import FloatArray, IntArray, SeriesBatch
-from openanomaly.engines.kernels.gaps import fill_gaps
+from openanomaly.engines.kernels.gaps import gap_free
 from openanomaly.engines.kernels.robust import MAD_TO_SD, TINY
 
 
@@ -43,7 +43,7 @@ def to_series(batch: SeriesBatch, rows: IntArray, step: int) -> list[Any]:
     import pandas as pd
     from darts import TimeSeries
 
-    filled = fill_gaps(batch.take(rows))
+    filled = gap_free(batch.take(rows))
     first = np.argmax(filled.span, axis=1)
     t0 = batch.timestamps // step
     out = []
