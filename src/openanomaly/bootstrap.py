@@ -81,11 +81,13 @@ def bootstrap(
     """Build every adapter the settings ask for, unless a test hands one in."""
     settings = settings or load_settings()
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
-        if reader is None or writer is None or samples is None:
+        if reader is None or writer is None:
             tsdb_reader, tsdb_writer, tsdb_samples = _tsdb(settings, opened)
             reader = reader or tsdb_reader
             writer = writer or tsdb_writer
-            samples = samples or (reader if isinstance(reader, SampleReader) else tsdb_samples)
+            samples = samples or tsdb_samples
+        if samples is None and isinstance(reader, SampleReader):
+            samples = reader  # a fake TSDB reads its own samples back
         if (
             registry is None
             or checkpoints is None

@@ -17,25 +17,24 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+from pydantic import SecretStr
 
-from openanomaly.adapters.config.sql import SqlStore
 from openanomaly.adapters.memory import (
     MemoryArtifactStore,
     MemoryEngineFactory,
     MemoryPipelineStore,
+    RecordingDispatcher,
 )
-from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
 from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
-from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
+from openanomaly.bootstrap import bootstrap
 from openanomaly.domain.records import InferWindow, OutputSeries
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.windows import due_window
 from openanomaly.errors import TsdbUnavailable
 from openanomaly.ports import MetricsWriter
-from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
-from openanomaly.services.trainer import Trainer
+from openanomaly.settings import Settings
 from tests.servers import TsdbServer, start_victoriametrics
 
 pytestmark = pytest.mark.integration
@@ -95,34 +94,21 @@ def service(
     opened: ExitStack,
     writer: MetricsWriter | None = None,
 ) -> Service:
-    reader = opened.enter_context(closing(PrometheusReader(server.url)))
-    writer = writer or opened.enter_context(
-        closing(RemoteWriteWriter(server.write_url, flavor=server.flavor))
+    """A service as ``bootstrap`` builds it from settings: the real TSDB and SQLite store;
+    several on one ``db`` are processes sharing a database."""
+    settings = Settings(
+        tsdb={"url": server.url, "write_url": server.write_url, "flavor": server.flavor},
+        database_url=SecretStr(f"sqlite:///{db}"),
     )
-    samples = opened.enter_context(
-        closing(PrometheusSampleReader(server.url, settle=READBACK_SETTLE.get(server.flavor, 0.0)))
-    )
-    store = opened.enter_context(closing(SqlStore(f"sqlite:///{db}")))
-    engines, artifacts = MemoryEngineFactory(), MemoryArtifactStore()
-    return Service(
+    c = bootstrap(
+        settings,
+        writer=writer,
         pipelines=MemoryPipelineStore([p]),
-        registry=store,
-        checkpoints=store,
-        reader=reader,
-        engines=engines,
-        trainer=Trainer(reader=reader, engines=engines, artifacts=artifacts, registry=store),
-        inferencer=Inferencer(
-            reader=reader,
-            writer=writer,
-            engines=engines,
-            artifacts=artifacts,
-            registry=store,
-            checkpoints=store,
-            samples=samples,
-        ),
-        telemetry=PrometheusTelemetry(),
-        leases=store,
+        artifacts=MemoryArtifactStore(),
+        engines=MemoryEngineFactory(),
+        dispatcher=RecordingDispatcher(),
     )
+    return opened.enter_context(c).service
 
 
 def raw(server: TsdbServer, pid: str) -> Raw:
@@ -173,7 +159,7 @@ def test_a_window_interrupted_mid_write_is_completed_exactly_once(
     now = time.time()
     service(tsdb, tmp_path / "calm.db", calm, opened).run(service_due(calm, now))
     inner = opened.enter_context(closing(RemoteWriteWriter(tsdb.write_url, flavor=tsdb.flavor)))
-    writer = CrashingWriter(inner, crash_at=3)
+    writer = CrashingWriter(inner, crash_at=3)  # reader and read-back from the settings
     with pytest.raises(TsdbUnavailable):
         service(tsdb, tmp_path / "hurt.db", hurt, opened, writer).run(service_due(hurt, now))
     tsdb.flush()

@@ -20,8 +20,10 @@ from openanomaly.adapters.memory import (
     MemoryMetrics,
     MemoryPipelineStore,
     MemoryRegistry,
+    RecordingDispatcher,
 )
 from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
+from openanomaly.bootstrap import bootstrap
 from openanomaly.domain.records import InferWindow
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline
@@ -29,9 +31,8 @@ from openanomaly.domain.windows import due_window, windows
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import PipelineBusy, TsdbUnavailable
 from openanomaly.ports import EngineFactory
-from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service, dead_owner
-from openanomaly.services.trainer import Trainer
+from openanomaly.settings import Settings
 from openanomaly.synthetic import seasonal_panel
 
 STEP = 60
@@ -65,28 +66,23 @@ def service(
     now: float,
     engines: EngineFactory | None = None,
 ) -> Service:
-    engines = engines or MemoryEngineFactory()
-    artifacts = MemoryArtifactStore()
-    return Service(
+    """A service over the fakes, as ``bootstrap`` builds it: several over one ``store`` are
+    processes over one database."""
+    c = bootstrap(
+        Settings(),
+        reader=tsdb,
+        writer=tsdb,
         pipelines=MemoryPipelineStore([p]),
         registry=store,
         checkpoints=store,
-        reader=tsdb,
-        engines=engines,
-        trainer=Trainer(reader=tsdb, engines=engines, artifacts=artifacts, registry=store),
-        inferencer=Inferencer(
-            reader=tsdb,
-            writer=tsdb,
-            engines=engines,
-            artifacts=artifacts,
-            registry=store,
-            checkpoints=store,
-            samples=tsdb,
-        ),
+        artifacts=MemoryArtifactStore(),
+        engines=engines or MemoryEngineFactory(),
+        dispatcher=RecordingDispatcher(),
         telemetry=PrometheusTelemetry(),
         clock=lambda: now,
-        leases=store,
     )
+    c.close()  # nothing of it is used but the service, which holds only the fakes
+    return c.service
 
 
 def each_once(tsdb: MemoryMetrics, start: int, end: int, series: int) -> None:

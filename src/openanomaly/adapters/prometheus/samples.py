@@ -73,17 +73,13 @@ class PrometheusSampleReader:
             response = self._client.post(self.endpoint, data=form)
         except httpx.TransportError as exc:
             raise unreachable(self.endpoint, exc) from None
-        status = response.status_code
-        if status != 200:
-            message = response_message(response)
-            if is_retryable(status):
-                raise TsdbUnavailable(
-                    f"TSDB at {self.endpoint} answered HTTP {status}: {message}",
-                    url=self.endpoint,
-                    status=status,
-                )
-            raise QueryError(
-                f"{message} (query: {form['query']})", url=self.endpoint, status=status
+        if response.status_code != 200:
+            kind = TsdbUnavailable if is_retryable(response.status_code) else QueryError
+            raise kind(
+                f"read-back {form['query']} at {self.endpoint}: HTTP {response.status_code}: "
+                f"{response_message(response)}",
+                url=self.endpoint,
+                status=response.status_code,
             )
         try:
             return decode_matrix(response.content).series
