@@ -31,7 +31,8 @@ from openanomaly.domain.windows import due_window, windows
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import PipelineBusy, TsdbUnavailable
 from openanomaly.ports import EngineFactory
-from openanomaly.services.service import Service, dead_owner
+from openanomaly.services.lease import dead_owner
+from openanomaly.services.service import Service
 from openanomaly.settings import Settings
 from openanomaly.synthetic import seasonal_panel
 
@@ -304,7 +305,8 @@ def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once() -> N
     gone.wait()
     p, now = pipeline(), T0 + 5 * 3600 + 30
     tsdb, store = MemoryMetrics({"m": panel()}), MemoryRegistry()
-    killed = f"{socket.gethostname()}:{gone.pid}:0123abcd"
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    killed = f"{socket.gethostname()}:{gone.pid}:{namespace}:0123abcd"
     store.acquire("p1", killed, ttl=600)
     store.begin("p1", T0 + 4 * 3600, T0 + 4 * 3600 + 300, owner=killed)
     result = service(tsdb, store, p, now=now).run(due(p, now))  # no wait: no lease to wait out
@@ -315,6 +317,9 @@ def test_the_lease_of_a_killed_process_on_this_host_is_taken_over_at_once() -> N
 def test_a_live_owner_is_never_taken_over() -> None:
     other = service(MemoryMetrics(), MemoryRegistry(), pipeline(), now=T0)  # alive, this process
     assert not dead_owner(other.owner)
-    assert not dead_owner(f"{socket.gethostname()}:not-a-pid:abcd")
-    assert not dead_owner(f"another-host:{os.getpid()}:abcd")
+    namespace = os.stat("/proc/self/ns/pid").st_ino
+    assert not dead_owner(f"{socket.gethostname()}:not-a-pid:{namespace}:abcd")
+    assert not dead_owner(f"another-host:{os.getpid()}:{namespace}:abcd")
+    other_ns = namespace + 1
+    assert not dead_owner(f"{socket.gethostname()}:{os.getpid()}:{other_ns}:abcd")
     assert not dead_owner(None)

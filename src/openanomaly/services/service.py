@@ -4,11 +4,8 @@ the scheduler (through the ``JobPlanner`` port) and the workers all go through i
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -30,39 +27,10 @@ from openanomaly.ports import (
 )
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
 from openanomaly.services.inferencer import Inferencer
+from openanomaly.services.lease import holding, owner_id
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-_LIVE_OWNERS: set[str] = set()  # the owner ids of the Services of this process
-
-
-def owner_id() -> str:
-    """A lease owner id: host, pid and a random part (pids are reused)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-    _LIVE_OWNERS.add(owner)
-    return owner
-
-
-def dead_owner(owner: str | None) -> bool:
-    """Whether ``owner`` was a process of this host that is gone (``kill -9``, a restarted
-    container with the same pid): its lease need not be waited out. Other hosts' owners are
-    only ever taken over when their lease expires."""
-    host, _, rest = (owner or "").partition(":")
-    pid_text, _, _ = rest.partition(":")
-    if not pid_text.isdigit() or host != socket.gethostname() or owner in _LIVE_OWNERS:
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return True  # our pid, not one of our owners: an earlier process that had it
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
 
 
 @dataclass
@@ -152,46 +120,17 @@ class Service:
 
     @contextmanager
     def _lease(self, pipeline_id: str, wait: float) -> Iterator[str | None]:
-        """Hold the pipeline's lease (renewed in the background) while the block runs; yields
-        the owner id that fences the run's journal and checkpoint writes."""
-        leases = self.leases
-        if leases is None:
+        """Hold the pipeline's lease while the block runs; yields the owner id that fences
+        the run's journal and checkpoint writes (None without a lease store)."""
+        if self.leases is None:
             yield None
             return
-        deadline = time.monotonic() + wait
-        while not leases.acquire(pipeline_id, self.owner, self.lease_ttl):
-            holder = self.checkpoints.state(pipeline_id).owner
-            if dead_owner(holder) and leases.acquire(
-                pipeline_id, self.owner, self.lease_ttl, replace=holder
-            ):
-                log.warning("pipeline=%s: took over the lease of %s (gone)", pipeline_id, holder)
-                break
-            if time.monotonic() >= deadline:
-                raise PipelineBusy(pipeline_id, holder)
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-        done = threading.Event()
-        renew = threading.Thread(
-            target=_renew,
-            args=(leases, pipeline_id, self.owner, self.lease_ttl, done),
-            name=f"lease-{pipeline_id}",
-            daemon=True,
-        )
-        renew.start()
-        try:
+        with holding(
+            self.leases,
+            pipeline_id,
+            self.owner,
+            ttl=self.lease_ttl,
+            wait=wait,
+            holder=lambda: self.checkpoints.state(pipeline_id).owner,
+        ):
             yield self.owner
-        finally:
-            done.set()
-            renew.join()
-            leases.release(pipeline_id, self.owner)
-
-
-def _renew(
-    leases: LeaseStore, pipeline_id: str, owner: str, ttl: float, done: threading.Event
-) -> None:
-    while not done.wait(ttl / 3):
-        try:
-            if not leases.acquire(pipeline_id, owner, ttl):
-                log.error("pipeline=%s: lease lost to another process", pipeline_id)
-                return  # the fenced checkpoint refuses this run's next commit
-        except Exception:  # a store hiccup: the next renewal may succeed before expiry
-            log.exception("pipeline=%s: lease renewal failed", pipeline_id)
