@@ -1,4 +1,4 @@
-"""Engine micro-benchmark: ``uv run python bench/engines.py [--ets-series 20]``.
+"""Engine micro-benchmark: ``uv run python -m bench.engines [--ets-series 20]``.
 
 Prints the built-in profile model's fit and predict time on 1k and 10k series (5-minute steps,
 daily season, 14 days of history, a 60-point context, 12 points to forecast), then AutoETS's
@@ -56,7 +56,8 @@ def bench_profile(n: int) -> None:
 
 
 def bench_autoets(n: int) -> None:
-    from openanomaly.engines.statsforecast import StatsForecastEngine
+    from openanomaly.domain.spec import ModelSpec
+    from openanomaly.engines import DefaultEngineFactory
 
     step, season, history, context, horizon = 3600, 24, 14 * 24, 60, 12
     batch, ts = panel(n, history + context + horizon, step, season, seed=1)
@@ -64,7 +65,9 @@ def bench_autoets(n: int) -> None:
     ctx = batch.between(int(ts[history - 1]), int(ts[history + context - 1]))
     future = ts[history + context :]
     try:
-        engine = StatsForecastEngine("AutoETS", {"season_length": season}, step=step)
+        # as a pipeline gets it: through the factory, with the profile floor
+        spec = ModelSpec(engine="statsforecast", name="AutoETS", params={"season_length": season})
+        engine = DefaultEngineFactory().create(spec, step=step)
     except EngineNotInstalled as exc:
         print(f"AutoETS skipped: {exc}")
         return

@@ -11,11 +11,11 @@ windows by NAB's scorer (``openanomaly.quality.nab``): a detection is the start 
 label-chosen best threshold are printed next to it. Each engine runs with its defaults and one
 pipeline configuration for every file (``PIPELINE``): no per-file tuning.
 
-    uv run python bench/quality.py                                   # the default engine set
-    uv run python bench/quality.py --engines builtin:profile statsforecast:AutoETS
-    uv run python bench/quality.py --files 'realKnownCause/*' --per-file
-    uv run python bench/quality.py --engines neuralforecast --files 'artificialNoAnomaly/*'
-    uv run python bench/quality.py --engines chronos:/path/to/chronos-bolt-small  # local weights
+    uv run python -m bench.quality                                   # the default engine set
+    uv run python -m bench.quality --engines builtin:profile statsforecast:AutoETS
+    uv run python -m bench.quality --files 'realKnownCause/*' --per-file
+    uv run python -m bench.quality --engines neuralforecast --files 'artificialNoAnomaly/*'
+    uv run python -m bench.quality --engines chronos:/path/to/chronos-bolt-small  # local weights
 
 The default set runs every engine that needs no weights and no network training, in about an
 hour on two cores (pyod and mlforecast take about 25 minutes each on one core, darts 6,
@@ -46,12 +46,9 @@ import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench._quality_report import FileRun, report
 from tests.servers import start_victoriametrics
 
+from bench._quality_report import FileRun, report
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.outputs import build_outputs
@@ -63,7 +60,7 @@ from openanomaly.ports import ModelEngine
 from openanomaly.quality.nab import Labels
 from openanomaly.services.backtest import backtest
 
-DATA = Path(os.environ.get("NAB_DIR", "/work/shared/data/nab"))
+DATA = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[2] / "shared/data/nab"))
 DEFAULT_ENGINES = [
     "builtin:profile",
     "builtin:mad",
@@ -184,7 +181,7 @@ class _TimedEngines(DefaultEngineFactory):
         self._clock = clock
 
     def create(self, spec: ModelSpec, *, step: int) -> ModelEngine:
-        return _TimedModel(super().create(spec, step=step), self._clock)  # type: ignore[return-value]
+        return _TimedModel(super().create(spec, step=step), self._clock)
 
 
 class _TimedReader(PrometheusReader):

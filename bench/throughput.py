@@ -5,23 +5,20 @@ once, then inference cycles are timed: read the new point plus a 60-point contex
 forecast, score, remote-write the four output series. Prints series/s (wall clock), series
 per CPU-second of this process, and the share of time in reading, modelling, scoring, writing.
 
-    uv run python bench/throughput.py                       # builtin at 1k and 10k, AutoETS at 1k
-    uv run python bench/throughput.py --series 1000 --ets-series 0 --cycles 5
+    uv run python -m bench.throughput                       # builtin at 1k and 10k, AutoETS at 1k
+    uv run python -m bench.throughput --series 1000 --ets-series 0 --cycles 5
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from tests.servers import start_victoriametrics
 
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
@@ -49,7 +46,7 @@ def load(server_url: str, metric: str, n: int, now: int) -> None:
 
 
 def run_case(
-    url: str, n: int, *, engine: str, name: str, params: dict[str, object], cycles: int, now: int
+    url: str, n: int, *, engine: str, name: str, params: Mapping[str, object], cycles: int, now: int
 ) -> None:
     metric = f"bench_{engine}_{n}"
     pipeline = Pipeline.model_validate(

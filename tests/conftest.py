@@ -4,10 +4,23 @@ temp directories, stopped at the end); tests keep apart by writing series with a
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 
 import pytest
 
 from tests.servers import RecordingProxy, TsdbServer, start_prometheus, start_victoriametrics
+
+TIERS = ("unit", "engines", "integration", "e2e")
+"""The test tiers, one directory each; every test gets its tier's marker (``-m engines``)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(root).parts[0]
+        if tier in TIERS:
+            item.add_marker(tier)
+
 
 # --- TSDB servers -----------------------------------------------------------------------------
 

@@ -114,7 +114,10 @@ class NotEnoughHistory(EngineError):
 class EngineNotInstalled(EngineError):
     def __init__(self, engine: str, extra: str) -> None:
         self.engine, self.extra = engine, extra
-        super().__init__(f"engine {engine!r} is not installed: pip install 'openanomaly[{extra}]'")
+        super().__init__(
+            f"engine {engine!r} is not installed: run scripts/setup {extra} "
+            f"(the extra openanomaly[{extra}])"
+        )
 
 
 class EngineUnavailable(EngineError):

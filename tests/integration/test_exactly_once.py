@@ -28,7 +28,7 @@ from openanomaly.adapters.memory import (
 from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
 from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
 from openanomaly.bootstrap import bootstrap
-from openanomaly.domain.records import InferWindow, OutputSeries
+from openanomaly.domain.records import InferResult, InferWindow, OutputSeries
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.windows import due_window
 from openanomaly.errors import TsdbUnavailable
@@ -59,6 +59,14 @@ class CrashingWriter:
 
     def oldest_accepted(self) -> int | None:
         return self.inner.oldest_accepted()
+
+
+def infer(svc: Service, window: InferWindow | None, *, wait: float = 0.0) -> InferResult:
+    """Run an inference job; its result (the type checker cannot tell it from a training's)."""
+    assert window is not None
+    result = svc.run(window, wait=wait)
+    assert isinstance(result, InferResult)
+    return result
 
 
 @pytest.fixture
@@ -165,7 +173,7 @@ def test_a_window_interrupted_mid_write_is_completed_exactly_once(
     tsdb.flush()
     restarted = service(tsdb, tmp_path / "hurt.db", hurt, opened)
     assert restarted.checkpoints.state(hurt.id).pending is not None
-    result = restarted.run(service_due(hurt, now))
+    result = infer(restarted, service_due(hurt, now))
     assert result.recovered == 1
     expected = once(raw(tsdb, calm.id))
     got = once(raw(tsdb, hurt.id))
@@ -182,7 +190,7 @@ def test_a_new_pipelines_catchup_on_prometheus_skips_only_what_is_too_old(
     svc = service(prometheus, tmp_path / "late.db", p, opened)
     window = svc.due_infer(p.id)
     assert window is not None and window.end - window.start == 3600
-    result = svc.run(window)
+    result = infer(svc, window)
     assert svc.checkpoints.last_end(p.id) == window.end  # not stuck
     assert result.skipped["too_old"] >= 5 * 6  # the oldest minutes, all 6 series
     got = once(raw(prometheus, p.id))
@@ -205,7 +213,7 @@ def test_two_services_on_one_database_write_each_window_once(
     def run(svc: Service) -> None:
         barrier.wait()
         try:
-            svc.run(window, wait=60)
+            infer(svc, window, wait=60)
         except BaseException as exc:
             errors.append(exc)
 
@@ -227,7 +235,9 @@ def test_read_back_sees_what_was_just_written_on_a_default_victoriametrics(
     try:
         now = int(time.time())
         ts = np.arange(now - 240, now + 1, STEP)
-        written = OutputSeries({"__name__": "oa_eo_fresh", "pipeline": "x"}, ts, ts * 1.0)
+        written = OutputSeries(
+            {"__name__": "oa_eo_fresh", "pipeline": "x"}, ts, ts.astype(np.float64)
+        )
         writer = opened.enter_context(
             closing(RemoteWriteWriter(server.write_url, flavor="victoriametrics"))
         )

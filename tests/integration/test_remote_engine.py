@@ -23,8 +23,8 @@ from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.engines.remote import RemoteEngine, RemoteEngineError, RemoteUnavailable, loads
 from openanomaly.ports import ModelEngine
+from tests.engines.test_engines import PANEL, STEP
 from tests.servers import free_port
-from tests.unit.test_engines import PANEL, STEP
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,6 @@
-"""PrometheusReader and RemoteWriteWriter against real Prometheus and VictoriaMetrics.
+"""PrometheusReader and RemoteWriteWriter against real Prometheus and VictoriaMetrics: what
+each TSDB does differently (limits, auth, rewrites, future samples). What every store does alike
+is the contract in ``tests/metrics_contract.py``.
 
 Every test writes series labelled with its own random ``run`` id, within the last half hour
 (a fresh Prometheus refuses samples more than an hour behind its newest one).
@@ -21,7 +23,6 @@ from openanomaly.adapters.prometheus.http import build_client
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter, write_request_class
 from openanomaly.domain.records import OutputSeries
-from openanomaly.domain.series import SeriesBatch, series_key
 from openanomaly.errors import QueryError, TsdbUnavailable, WriteRejected
 from tests.servers import RecordingProxy, TsdbServer, basic_auth, free_port
 
@@ -65,16 +66,6 @@ def writer(server: TsdbServer, **kwargs: Any) -> RemoteWriteWriter:
     return opened(RemoteWriteWriter(server.write_url, **kwargs))
 
 
-def read(server: TsdbServer, query: str, grid: np.ndarray[Any, Any], **kwargs: Any) -> SeriesBatch:
-    return opened(PrometheusReader(server.url, **kwargs)).query_range(
-        query, int(grid[0]), int(grid[-1]), STEP
-    )
-
-
-def by_key(batch: SeriesBatch) -> dict[str, np.ndarray[Any, Any]]:
-    return dict(zip(batch.keys, batch.values, strict=True))
-
-
 def decoded_timestamps(proxy: RecordingProxy) -> list[int]:
     """Millisecond timestamps of every sample the proxy saw being remote-written."""
     out = []
@@ -83,61 +74,6 @@ def decoded_timestamps(proxy: RecordingProxy) -> list[int]:
         message.ParseFromString(bytes(cramjam.snappy.decompress_raw(request.body)))
         out += [s.timestamp for ts in message.timeseries for s in ts.samples]
     return out
-
-
-def test_written_series_read_back_exactly(tsdb: TsdbServer, run: str, grid: Any) -> None:
-    rng = np.random.default_rng(7)
-    many = [
-        OutputSeries(
-            {"__name__": "oa_it_many", "run": run, "i": str(i)},
-            grid,
-            np.round(rng.normal(100, 20, grid.size), 3),  # VM keeps ~12 significant digits
-        )
-        for i in range(300)
-    ]
-    sent = writer(tsdb, batch_samples=2_000).write(many)
-    tsdb.flush()
-
-    assert sent == 300 * POINTS
-    batch = read(tsdb, f'oa_it_many{{run="{run}"}}', grid)
-    np.testing.assert_array_equal(batch.timestamps, grid)
-    got = by_key(batch)
-    assert len(got) == 300
-    for s in many:
-        assert s.labels in batch.labels
-        np.testing.assert_array_equal(got[series_key(s.labels)], s.values)
-
-
-def test_nan_values_are_gaps_when_read_back(tsdb: TsdbServer, run: str, grid: Any) -> None:
-    values = np.arange(POINTS, dtype=float) * 1.5
-    values[[0, 4, 5, 17]] = np.nan
-    values[9] = np.inf
-    labels = {"__name__": "oa_it_gappy", "run": run, "le": "+Inf"}
-    assert writer(tsdb).write([OutputSeries(labels, grid, values)]) == POINTS - 5
-    tsdb.flush()
-
-    # A plain selector fills a gap from the previous sample (lookback); a 1 s window does not.
-    batch = read(tsdb, f'last_over_time(oa_it_gappy{{run="{run}"}}[1s])', grid)
-    assert batch.labels == (labels,)
-    expected = np.where(np.isfinite(values), values, np.nan)
-    np.testing.assert_array_equal(batch.values[0], expected)
-
-
-def test_a_chunked_read_equals_one_read(tsdb: TsdbServer, run: str, grid: Any) -> None:
-    series = [
-        OutputSeries({"__name__": "oa_it_chunks", "run": run, "s": s}, grid[a:b], grid[a:b] / 60.0)
-        for s, a, b in [("whole", 0, POINTS), ("early", 0, 8), ("late", 22, POINTS)]
-    ]
-    writer(tsdb).write(series)
-    tsdb.flush()
-
-    query = f'last_over_time(oa_it_chunks{{run="{run}"}}[1s])'
-    one = read(tsdb, query, grid)
-    chunked = read(tsdb, query, grid, max_points=4, parallelism=3)
-    assert len(one) == 3
-    assert sorted(chunked.keys) == sorted(one.keys)
-    for key, row in by_key(one).items():
-        np.testing.assert_array_equal(by_key(chunked)[key], row)
 
 
 def test_more_points_than_prometheus_allows_are_read_in_chunks(
@@ -157,20 +93,6 @@ def test_more_points_than_prometheus_allows_are_read_in_chunks(
     assert batch.timestamps.size == 12_001
     # Prometheus' 5 min lookback repeats each sample for up to 300 s after it.
     assert np.all(batch.values[0][batch.timestamps >= grid[0]] == 1)
-
-
-@pytest.mark.parametrize(
-    ("flavor", "text"),
-    [("prometheus", "parse error: unclosed left parenthesis"), ("victoriametrics", "argList")],
-)
-def test_bad_promql_is_a_query_error_with_the_servers_message(
-    flavor: str, text: str, request: pytest.FixtureRequest, grid: Any
-) -> None:
-    server: TsdbServer = request.getfixturevalue(flavor)
-    with pytest.raises(QueryError, match=text) as info:
-        read(server, "sum(rate(x[5m])", grid)
-    assert "sum(rate(x[5m])" in str(info.value)
-    assert info.value.status in (400, 422)
 
 
 def test_an_unreachable_tsdb_fails_fast() -> None:

@@ -18,7 +18,7 @@ from openanomaly.errors import EngineError
 STEP, DAY = 3600, 24
 T = 14 * DAY
 T0 = 1_700_002_800  # a multiple of STEP
-BUILTIN = [
+BUILTIN: list[dict[str, Any]] = [
     {"engine": "builtin", "name": "mad"},
     {"engine": "builtin", "name": "profile", "params": {"season": None}},
     {"engine": "builtin", "name": "profile", "params": {"season": "1d"}},

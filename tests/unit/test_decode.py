@@ -1,6 +1,7 @@
 """The fast matrix decoder gives exactly what a full JSON parse gives."""
 
 import math
+from typing import Any
 
 import numpy as np
 import orjson
@@ -9,7 +10,7 @@ import pytest
 from openanomaly.adapters.prometheus.decode import decode_matrix
 
 
-def body(result: list[dict[str, object]], **extra: object) -> bytes:
+def body(result: list[dict[str, Any]], **extra: object) -> bytes:
     return orjson.dumps(
         {"status": "success", "data": {"resultType": "matrix", "result": result}, **extra}
     )
@@ -17,7 +18,7 @@ def body(result: list[dict[str, object]], **extra: object) -> bytes:
 
 def test_matches_a_full_parse_on_many_series() -> None:
     rng = np.random.default_rng(0)
-    result = [
+    result: list[dict[str, Any]] = [
         {
             "metric": {"__name__": "m", "i": str(i), "tricky": 'a "values":[1,"2"]] b'},
             "values": [

@@ -19,7 +19,7 @@ from openanomaly.engines.builtin import ProfileModel
 from openanomaly.engines.floor import ProfileFloor
 from openanomaly.errors import EngineError
 from openanomaly.ports import ModelEngine
-from tests.unit.test_engines import PANEL, STEP, TINY_NHITS, tiny
+from tests.engines.test_engines import PANEL, STEP, TINY_NHITS, tiny
 
 slow = pytest.mark.slow
 

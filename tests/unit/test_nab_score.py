@@ -84,7 +84,7 @@ def test_probation_rows_are_ignored() -> None:
     quiet = Labels(N)
     assert score_file(flags(0, 7, 14), quiet).raw == 0.0
     s = score_file(flags(14, 15), quiet)
-    assert (s.raw, s.fp) == (pytest.approx(-0.11), 1)
+    assert (s.raw, s.fp) == pytest.approx((-0.11, 1))
 
 
 def test_normalisation_is_0_at_null_and_100_at_perfect() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -21,16 +21,17 @@ from openanomaly.engines.remote import RemoteEngine, RemoteEngineError, RemoteUn
 from openanomaly.engines.remote.server import create_model_app
 from openanomaly.errors import EngineError
 from openanomaly.ports import ModelEngine
-from tests.unit.test_engines import PANEL, STEP
+from tests.engines.test_engines import PANEL, STEP
 
 PROFILE = {"engine": "builtin", "name": "profile", "params": {"season": "1d"}}
 TOKEN = "unit-token-1234"
 
 
 @pytest.fixture(scope="module")
-def client() -> TestClient:
+def client() -> httpx.Client:
     app = create_model_app(DefaultEngineFactory(), token=SecretStr(TOKEN))
-    return TestClient(app, base_url="http://model-server")
+    # starlette's TestClient is an httpx2.Client: httpx's API, which is all the engine uses.
+    return cast(httpx.Client, TestClient(app, base_url="http://model-server"))
 
 
 def remote(client: httpx.Client, model: dict[str, Any] = PROFILE, **kw: Any) -> RemoteEngine:
@@ -47,7 +48,7 @@ def assert_same(a: Any, b: Any) -> None:
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
 
 
-def test_batched_fit_and_predict_match_the_local_engine(client: TestClient) -> None:
+def test_batched_fit_and_predict_match_the_local_engine(client: httpx.Client) -> None:
     engine = remote(client, max_points=3 * PANEL.history.timestamps.size)  # 3 series a batch
     assert engine.requires_fit
     engine.fit(PANEL.history)
@@ -59,7 +60,7 @@ def test_batched_fit_and_predict_match_the_local_engine(client: TestClient) -> N
     assert engine.known(keys).tolist() == expected.known(keys).tolist()
 
 
-def test_artifact_round_trip_holds_no_token(client: TestClient) -> None:
+def test_artifact_round_trip_holds_no_token(client: httpx.Client) -> None:
     engine = remote(client).fit(PANEL.history)
     data = engine.dumps()
     assert TOKEN.encode() not in data
@@ -96,7 +97,7 @@ def test_token_env_of_old_params_is_ignored_and_old_artifacts_are_refused(
         factory.load(ModelSpec(engine="remote"), old, step=STEP)
 
 
-def test_a_model_without_fit_predicts_at_once(client: TestClient) -> None:
+def test_a_model_without_fit_predicts_at_once(client: httpx.Client) -> None:
     engine = remote(client, {"engine": "builtin", "name": "mad"})
     assert not engine.requires_fit
     assert engine.known(["a", "b"]).all()
@@ -107,12 +108,12 @@ def test_a_model_without_fit_predicts_at_once(client: TestClient) -> None:
     assert b"states" not in engine.dumps()
 
 
-def test_predict_before_fit_is_an_error(client: TestClient) -> None:
+def test_predict_before_fit_is_an_error(client: httpx.Client) -> None:
     with pytest.raises(EngineError, match=r"predict\(\) before fit\(\)"):
         remote(client).predict(PANEL.context, PANEL.future, 0.99)
 
 
-def test_the_server_refuses_a_forged_state(client: TestClient) -> None:
+def test_the_server_refuses_a_forged_state(client: httpx.Client) -> None:
     engine = remote(client).fit(PANEL.history)
     raw = base64.b64decode(engine.states_[0])
     engine.states_ = [base64.b64encode(raw[:-1] + b"x").decode()]
@@ -121,7 +122,7 @@ def test_the_server_refuses_a_forged_state(client: TestClient) -> None:
     assert exc.value.status == 422
 
 
-def test_bad_requests_name_the_field(client: TestClient) -> None:
+def test_bad_requests_name_the_field(client: httpx.Client) -> None:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     cases = [
         ({"model": PROFILE}, "step: expected int"),

@@ -1,5 +1,7 @@
 """Trainer, Inferencer, windows and backtest against the in-memory fakes."""
 
+from typing import Any, Self
+
 import numpy as np
 import pytest
 
@@ -42,7 +44,7 @@ def pipeline(**kw: object) -> Pipeline:
 
 
 @pytest.fixture
-def world() -> dict[str, object]:
+def world() -> dict[str, Any]:
     metrics = MemoryMetrics({"m": panel()})
     registry = MemoryRegistry()
     artifacts = MemoryArtifactStore()
@@ -66,7 +68,7 @@ def world() -> dict[str, object]:
     }
 
 
-def test_train_saves_artifact_and_activates_version(world: dict) -> None:
+def test_train_saves_artifact_and_activates_version(world: dict[str, Any]) -> None:
     p = pipeline()
     v = world["trainer"].train(p, end=T0 + 3 * 3600)
     assert v.series == 3
@@ -77,12 +79,14 @@ def test_train_saves_artifact_and_activates_version(world: dict) -> None:
     assert again.version == v.version  # same window -> same version id (retry-safe)
 
 
-def test_train_without_data_raises_nodata(world: dict) -> None:
+def test_train_without_data_raises_nodata(world: dict[str, Any]) -> None:
     with pytest.raises(NoData, match="no data"):
         world["trainer"].train(pipeline(query="absent"), end=T0 + 3600)
 
 
-def test_infer_writes_four_series_per_input_at_observation_timestamps(world: dict) -> None:
+def test_infer_writes_four_series_per_input_at_observation_timestamps(
+    world: dict[str, Any],
+) -> None:
     p = pipeline(outputs={"labels": {"team": "sre"}})
     world["trainer"].train(p, end=T0 + 3 * 3600)
     start, end = T0 + 3 * 3600, T0 + 3 * 3600 + 300
@@ -101,7 +105,7 @@ def test_infer_writes_four_series_per_input_at_observation_timestamps(world: dic
     assert world["registry"].last_end("p1") == end
 
 
-def test_same_window_twice_writes_it_once(world: dict) -> None:
+def test_same_window_twice_writes_it_once(world: dict[str, Any]) -> None:
     p = pipeline()
     world["trainer"].train(p, end=T0 + 3 * 3600)
     m: MemoryMetrics = world["metrics"]
@@ -111,7 +115,7 @@ def test_same_window_twice_writes_it_once(world: dict) -> None:
     assert m.duplicates() == 0 and len(m.written) == 60
 
 
-def test_spike_scores_above_one(world: dict) -> None:
+def test_spike_scores_above_one(world: dict[str, Any]) -> None:
     m: MemoryMetrics = world["metrics"]
     b = m.batches["m"]
     b.values[1, 250] += 50
@@ -123,7 +127,7 @@ def test_spike_scores_above_one(world: dict) -> None:
     assert spike[0] > 1
 
 
-def test_new_series_after_training_gets_cold_start(world: dict) -> None:
+def test_new_series_after_training_gets_cold_start(world: dict[str, Any]) -> None:
     p = pipeline()
     world["trainer"].train(p, end=T0 + 3 * 3600)
     m: MemoryMetrics = world["metrics"]
@@ -139,12 +143,12 @@ def test_new_series_after_training_gets_cold_start(world: dict) -> None:
     assert any(("host", "new") in k for k in m.samples("anomaly_score"))
 
 
-def test_no_model_yet_scores_everything_cold(world: dict) -> None:
+def test_no_model_yet_scores_everything_cold(world: dict[str, Any]) -> None:
     r = world["inferencer"].infer(pipeline(), T0 + 3600, T0 + 3600 + 300)
     assert r.cold_series == 3 and r.points == 15
 
 
-def test_model_cached_per_version(world: dict) -> None:
+def test_model_cached_per_version(world: dict[str, Any]) -> None:
     p = pipeline()
     world["trainer"].train(p, end=T0 + 3 * 3600)
     for k in range(3):
@@ -152,7 +156,7 @@ def test_model_cached_per_version(world: dict) -> None:
     assert world["engines"].loaded == 1
 
 
-def test_missing_points_write_nothing_for_them(world: dict) -> None:
+def test_missing_points_write_nothing_for_them(world: dict[str, Any]) -> None:
     m: MemoryMetrics = world["metrics"]
     m.batches["m"].values[0, 241:244] = np.nan
     p = pipeline()
@@ -180,7 +184,7 @@ def test_windows_are_production_sized() -> None:
     assert ws[0].start == T0 and ws[-1].end == T0 + 3600
 
 
-def test_backtest_flags_the_injected_spike_only(world: dict) -> None:
+def test_backtest_flags_the_injected_spike_only(world: dict[str, Any]) -> None:
     m: MemoryMetrics = world["metrics"]
     m.batches["m"].values[2, 300] += 40
     result = backtest(pipeline(), m, world["engines"], start=T0 + 3 * 3600, end=T0 + 6 * 3600 - 60)
@@ -195,7 +199,7 @@ def test_backtest_flags_the_injected_spike_only(world: dict) -> None:
 class _NeedsTwoHours(MeanEngine):
     """Refuses to fit on less than two hours of data, as ML engines do on short histories."""
 
-    def fit(self, history: SeriesBatch) -> MeanEngine:
+    def fit(self, history: SeriesBatch) -> Self:
         if np.count_nonzero(~np.isnan(history.values[0])) < 120:
             raise NotEnoughHistory("need two hours")
         return super().fit(history)
@@ -224,7 +228,7 @@ def test_backtest_keeps_the_cold_start_model_until_the_history_suffices() -> Non
 
 
 class _BadParameter(MeanEngine):
-    def fit(self, history: SeriesBatch) -> MeanEngine:
+    def fit(self, history: SeriesBatch) -> Self:
         raise EngineError("num_leaves must be in [2, 131072]")
 
 

@@ -5,12 +5,13 @@ run against these and the real adapters."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 
@@ -28,9 +29,17 @@ from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.errors import (
     NotFound,
     PipelineBusy,
+    QueryError,
     TsdbUnavailable,
     WriteRejected,
 )
+
+log = logging.getLogger(__name__)
+
+_WRAPPED = re.compile(r"last_over_time\((.*)\[\w+\]\)")
+_SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})?")
+_MATCHERS = re.compile(r'(?:\s*\w+\s*=\s*"[^"]*"\s*,?)*')
+_MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
 
 Sample = tuple[int, float]
 SeriesId = tuple[tuple[str, str], ...]
@@ -39,6 +48,10 @@ SeriesId = tuple[tuple[str, str], ...]
 class MemoryMetrics:
     """A tiny TSDB: ``query_range`` returns the stored batch on the asked grid (the query text
     selects a stored batch by name), ``write`` records every series written.
+
+    A query that names no stored batch reads the written series: ``name{label="value", ...}``,
+    optionally in ``last_over_time(...[1s])``. Points are read without lookback (a gap reads as
+    NaN). Any other query is refused with a ``QueryError``, as a TSDB refuses bad PromQL.
 
     It behaves like one of the real TSDBs on a rewrite, so that a double write is visible:
 
@@ -77,8 +90,26 @@ class MemoryMetrics:
 
     def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
         self.queries.append((query, start, end, step))
-        source = self.batches.get(query, SeriesBatch.empty())
+        source = self.batches[query] if query in self.batches else self._select(query)
         return source.on_grid(start, end, step)
+
+    def _select(self, query: str) -> SeriesBatch:
+        """The written series that ``query`` selects, on the union of their timestamps."""
+        wrapped = _WRAPPED.fullmatch(query.strip())
+        found = _SELECTOR.fullmatch(wrapped[1] if wrapped else query.strip())
+        if not found or not _MATCHERS.fullmatch(found[2] or ""):
+            raise QueryError(f"parse error: not a selector (query: {query})", status=400)
+        want = {"__name__": found[1], **dict(_MATCHER.findall(found[2] or ""))}
+        hits = [
+            (dict(key), points)
+            for key, points in self.samples(found[1]).items()
+            if want.items() <= dict(key).items()
+        ]
+        ts = np.unique(np.array([t for _, points in hits for t in points], dtype=np.int64))
+        values = np.full((len(hits), ts.size), np.nan)
+        for row, (_, points) in enumerate(hits):
+            values[row, np.searchsorted(ts, list(points))] = list(points.values())
+        return SeriesBatch(tuple(labels for labels, _ in hits), ts, values)
 
     def write(self, series: Sequence[OutputSeries]) -> int:
         flat: list[tuple[SeriesId, Sample]] = []
@@ -277,7 +308,8 @@ class MemoryArtifactStore:
 
 
 class RecordingDispatcher:
-    """Records jobs and, when given a handler, runs them at once in the caller's thread."""
+    """Records jobs and, when given a handler, runs them at once in the caller's thread; a job
+    that raises is logged, as the thread pool logs it, and does not reach the caller."""
 
     def __init__(self, handler: object | None = None) -> None:
         self.submitted: list[Job] = []
@@ -288,7 +320,10 @@ class RecordingDispatcher:
         with self._lock:
             self.submitted.append(job)
         if callable(self._handler):
-            self._handler(job)
+            try:
+                self._handler(job)
+            except Exception as exc:
+                log.error("job %s raised %r", job, exc)
 
     def close(self) -> None:
         return None
@@ -362,7 +397,7 @@ class MeanEngine:
         self.mean_ = np.empty(0)
         self.std_ = np.empty(0)
 
-    def fit(self, history: SeriesBatch) -> MeanEngine:
+    def fit(self, history: SeriesBatch) -> Self:
         self.keys_ = list(history.keys)
         self.mean_ = np.nanmean(history.values, axis=1)
         self.std_ = np.nan_to_num(np.nanstd(history.values, axis=1)) + 1e-9

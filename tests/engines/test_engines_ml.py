@@ -13,7 +13,7 @@ from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
-from tests.unit.test_engines import PANEL, SEASONAL, STEP, make_panel, ratio
+from tests.engines.test_engines import PANEL, SEASONAL, STEP, make_panel, ratio
 
 pytestmark = pytest.mark.slow
 

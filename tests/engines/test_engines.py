@@ -21,10 +21,11 @@ import pytest
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import ENGINES, DefaultEngineFactory
-from openanomaly.engines.builtin import ProfileModel, nanmedian
+from openanomaly.engines.builtin import ProfileModel
+from openanomaly.engines.kernels.robust import nanmedian
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import ModelEngine
-from tests.unit.tiny_models import tiny_chronos
+from tests.engines.tiny_models import tiny_chronos
 
 STEP = 7200  # 2h: one day is 12 steps, so the seasonal statsforecast models stay cheap
 DAY = 12

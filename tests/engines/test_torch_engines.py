@@ -24,9 +24,18 @@ import pytest
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import ModelSpec
 from openanomaly.engines import DefaultEngineFactory
+from openanomaly.engines.floor import ProfileFloor
 from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
-from tests.unit.test_engines import DAY, PANEL, STEP, T0
-from tests.unit.tiny_models import tiny_chronos
+from openanomaly.ports import ModelEngine
+from tests.engines.test_engines import DAY, PANEL, STEP, T0
+from tests.engines.tiny_models import tiny_chronos
+
+
+def unwrapped(engine: ModelEngine) -> Any:
+    """The library engine inside the factory's profile floor."""
+    assert isinstance(engine, ProfileFloor)
+    return engine.inner
+
 
 pytestmark = pytest.mark.slow
 
@@ -144,11 +153,11 @@ class TestChronos:
     def test_default_model_and_aliases(self) -> None:
         from openanomaly.engines.chronos import ChronosEngine
 
-        engine: Any = DefaultEngineFactory().create(spec("chronos"), step=STEP).inner
+        engine: Any = unwrapped(DefaultEngineFactory().create(spec("chronos"), step=STEP))
         assert engine.model_id == "amazon/chronos-bolt-small"
         assert not engine.requires_fit and engine.known(["a", "b"]).all()
         assert ChronosEngine.unpack(engine.dumps(), step=STEP)[0]["model"] == "chronos-bolt"
-        engine = DefaultEngineFactory().create(spec("chronos", "chronos-2"), step=STEP).inner
+        engine = unwrapped(DefaultEngineFactory().create(spec("chronos", "chronos-2"), step=STEP))
         assert engine.model_id == "amazon/chronos-2"
 
     @pytest.mark.parametrize(
@@ -199,7 +208,7 @@ class TestNeuralForecast:
         assert not [w for w in shown if "LeafSpec" in str(w.message)]  # Lightning's internals
         assert np.isfinite(fc.yhat[:11]).all() and (fc.lower <= fc.upper)[:11].all()
         data = engine.dumps()
-        with tarfile.open(fileobj=io.BytesIO(engine.inner.dumps())) as tar:
+        with tarfile.open(fileobj=io.BytesIO(unwrapped(engine).dumps())) as tar:
             names = tar.getnames()
         assert "header.json" in names
         assert not [n for n in names if n.endswith((".pkl", ".ckpt"))]
@@ -300,10 +309,10 @@ class TestDarts:
 
     def test_default_is_a_global_linear_model_on_an_hour_of_lags(self) -> None:
         # Its band's floor: test_engines.test_band_is_never_narrower_than_the_profiles
-        engine: Any = DefaultEngineFactory().create(spec("darts"), step=STEP).inner
+        engine: Any = unwrapped(DefaultEngineFactory().create(spec("darts"), step=STEP))
         assert (engine.name, engine.requires_fit) == ("LinearRegressionModel", True)
         assert engine._kwargs["lags"] == max(2, 3600 // STEP)  # an hour, no lags given
-        linear: Any = DefaultEngineFactory().create(spec("darts", lags=3), step=STEP).inner
+        linear: Any = unwrapped(DefaultEngineFactory().create(spec("darts", lags=3), step=STEP))
         assert linear._kwargs["lags"] == 3  # lags given are kept
 
     @pytest.mark.parametrize(

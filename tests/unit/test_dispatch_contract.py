@@ -1,0 +1,82 @@
+"""The JobDispatcher contract on the fake (RecordingDispatcher, jobs run in the caller's thread)
+and on ThreadPoolDispatcher (jobs run on worker threads)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
+from openanomaly.adapters.memory import RecordingDispatcher
+from openanomaly.domain.records import InferWindow, Job, TrainJob
+from openanomaly.ports import JobDispatcher
+
+Handler = Callable[[Job], None]
+JOBS: list[Job] = [InferWindow("p", 60 * i, 60 * (i + 1)) for i in range(8)] + [TrainJob("p", 0)]
+
+
+@pytest.fixture(params=["memory", "threads"])
+def dispatcher(request: pytest.FixtureRequest) -> Callable[[Handler], JobDispatcher]:
+    """A factory: the dispatcher under test, running ``handler``."""
+
+    def make(handler: Handler) -> JobDispatcher:
+        if request.param == "memory":
+            return RecordingDispatcher(handler)
+        return ThreadPoolDispatcher(handler, workers=2)
+
+    return make
+
+
+class Recorder:
+    """A handler that records the jobs it ran; slow enough that jobs queue up on workers."""
+
+    def __init__(self, fail: Job | None = None) -> None:
+        self.ran: list[Job] = []
+        self.fail = fail
+        self._lock = threading.Lock()
+
+    def __call__(self, job: Job) -> None:
+        time.sleep(0.005)
+        if job == self.fail:
+            raise RuntimeError("boom")
+        with self._lock:
+            self.ran.append(job)
+
+
+def test_close_returns_after_every_submitted_job_ran(
+    dispatcher: Callable[[Handler], JobDispatcher],
+) -> None:
+    recorder = Recorder()
+    d = dispatcher(recorder)
+    for job in JOBS:
+        d.submit(job)
+    d.close()
+    assert sorted(recorder.ran, key=JOBS.index) == JOBS
+
+
+def test_a_failing_job_is_logged_and_the_next_ones_still_run(
+    dispatcher: Callable[[Handler], JobDispatcher], caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = Recorder(fail=JOBS[0])
+    d = dispatcher(recorder)
+    for job in JOBS:
+        d.submit(job)  # the failure does not reach the caller
+    d.close()
+    assert sorted(recorder.ran, key=JOBS.index) == JOBS[1:]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"job {JOBS[0]} raised RuntimeError('boom')"
+    ]
+
+
+def test_close_releases_every_thread_it_started(
+    dispatcher: Callable[[Handler], JobDispatcher],
+) -> None:
+    before = set(threading.enumerate())
+    d = dispatcher(Recorder())
+    for job in JOBS:
+        d.submit(job)
+    d.close()
+    assert [t for t in threading.enumerate() if t not in before] == []
