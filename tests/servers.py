@@ -93,7 +93,8 @@ def start_prometheus(workdir: Path) -> TsdbServer:
     )
 
 
-def start_victoriametrics(workdir: Path) -> TsdbServer:
+def start_victoriametrics(workdir: Path, *, latency_offset: str = "0s") -> TsdbServer:
+    """``latency_offset``: VictoriaMetrics' ``-search.latencyOffset`` ("" for its default)."""
     port = free_port()
     args = [
         find_binary("victoria-metrics"),
@@ -102,7 +103,7 @@ def start_victoriametrics(workdir: Path) -> TsdbServer:
         "-retentionPeriod=100y",
         # Show the newest points at once and never answer from the rollup cache, so a test
         # reads exactly what it has just written.
-        "-search.latencyOffset=0s",
+        *([f"-search.latencyOffset={latency_offset}"] if latency_offset else []),
         "-search.disableCache",
         "-loggerLevel=ERROR",
     ]

@@ -21,10 +21,12 @@ from openanomaly.ports import (
     Clock,
     EngineFactory,
     JobDispatcher,
+    LeaseStore,
     MetricsReader,
     MetricsWriter,
     ModelRegistry,
     PipelineStore,
+    SampleReader,
     Scheduler,
     Telemetry,
 )
@@ -72,6 +74,7 @@ def bootstrap(
     artifacts: ArtifactStore | None = None,
     engines: EngineFactory | None = None,
     dispatcher: JobDispatcher | None = None,
+    samples: SampleReader | None = None,
     scheduler: Scheduler | None = None,
     telemetry: Telemetry | None = None,
     clock: Clock = time.time,
@@ -84,9 +87,12 @@ def bootstrap(
 
             telemetry = PrometheusTelemetry()
         if reader is None or writer is None:
-            tsdb_reader, tsdb_writer = _tsdb(settings, opened, telemetry)
+            tsdb_reader, tsdb_writer, tsdb_samples = _tsdb(settings, opened, telemetry)
             reader = reader or tsdb_reader
             writer = writer or tsdb_writer
+            samples = samples or tsdb_samples
+        if samples is None and isinstance(reader, SampleReader):
+            samples = reader  # a fake TSDB reads its own samples back
         if (
             registry is None
             or checkpoints is None
@@ -127,10 +133,12 @@ def bootstrap(
                 artifacts=artifacts,
                 registry=registry,
                 checkpoints=checkpoints,
+                samples=samples,
                 cache=ModelCache(size=settings.model_cache_size),
             ),
             telemetry=telemetry,
             clock=clock,
+            leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
         )
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
@@ -193,10 +201,11 @@ def model_server(
 
 def _tsdb(
     settings: Settings, opened: ExitStack, telemetry: Telemetry
-) -> tuple[MetricsReader, MetricsWriter]:
+) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
     from openanomaly.adapters.prometheus.http import Tls, build_client
     from openanomaly.adapters.prometheus.reader import PrometheusReader
-    from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
+    from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
+    from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
 
     t = settings.tsdb
     client = build_client(
@@ -227,7 +236,10 @@ def _tsdb(
         backoff=t.write_backoff,
         on_drop=telemetry.samples_dropped,
     )
-    return reader, writer
+    samples = PrometheusSampleReader(
+        t.url, client=client, settle=READBACK_SETTLE.get(t.flavor, 0.0)
+    )
+    return reader, writer, samples
 
 
 def _plain(secret: SecretStr | None) -> str | None:

@@ -109,7 +109,9 @@ def infer(
             to = _time(end) if end else int(c.service.clock())
             window = InferWindow(pipeline, _time(start) if start else to - spec.infer.every, to)
             _check_range(c, pipeline, window.start, window.end)
-        result = c.service.run(window)
+        # A window of this pipeline running elsewhere (the service's tick) is waited for, then
+        # this run starts where it left off.
+        result = c.service.run(window, wait=c.service.lease_ttl)
     assert isinstance(result, InferResult)
     out.print(
         f"{pipeline} ({iso(result.start)}, {iso(result.end)}]: {result.series} series, "

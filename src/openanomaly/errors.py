@@ -8,13 +8,15 @@ the few defined next to the adapter or engine that raises them say where.
     │   └── PipelineFileError   a pipelines file that cannot be used (adapters/config/yaml_file)
     ├── NotFound                no such pipeline / model version / artifact
     ├── Conflict                already exists
+    ├── PipelineBusy            another process holds the pipeline's lease
     ├── StoreError              a pipeline, registry or artifact store failed (carries which)
     │   └── StoreUnavailable    the database cannot be reached or opened (down, refused, locked)
     ├── TsdbError               talking to the TSDB failed
     │   ├── QueryError          the TSDB refused the query (bad PromQL...): its own message
     │   │   └── TooManySeries   the answer holds more series than tsdb.max_series
     │   ├── TsdbUnavailable     connection refused, timeout, 5xx/429 after retries
-    │   └── WriteRejected       remote write refused with a 4xx (not retried)
+    │   ├── WriteRejected       remote write refused with a 4xx (not retried)
+    │   └── WriteUncertain      a remote write broke off after sending: outcome unknown
     ├── NoData                  the query returned no series in the range
     ├── EngineError             a model engine failed
     │   ├── NotEnoughHistory    too little data to fit on; the current model is kept
@@ -50,6 +52,15 @@ class Conflict(OpenAnomalyError):
     def __init__(self, kind: str, ident: str) -> None:
         self.kind, self.ident = kind, ident
         super().__init__(f"{kind} already exists: {ident}")
+
+
+class PipelineBusy(OpenAnomalyError):
+    """Another process runs this pipeline's windows now (it holds the lease), or this one lost
+    the lease while running: nothing more is written or committed by this run."""
+
+    def __init__(self, pipeline_id: str, owner: str | None) -> None:
+        self.pipeline_id, self.owner = pipeline_id, owner
+        super().__init__(f"pipeline {pipeline_id!r} is being inferred by {owner or 'another run'}")
 
 
 class StoreError(OpenAnomalyError):
@@ -109,6 +120,12 @@ class TsdbUnavailable(TsdbError):
 
 class WriteRejected(TsdbError):
     """Remote write refused with a 4xx other than 429: retrying would not help."""
+
+
+class WriteUncertain(TsdbError):
+    """A remote write request was sent and its answer lost (timeout, broken connection): the
+    TSDB may hold it or not. Not retried blindly (VictoriaMetrics would store it twice); the
+    window is completed from what the TSDB holds."""
 
 
 class EngineError(OpenAnomalyError):

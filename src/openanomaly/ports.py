@@ -16,6 +16,7 @@ from openanomaly.domain.records import (
     ModelVersion,
     OutputSeries,
     TrainJob,
+    WindowState,
 )
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
@@ -36,6 +37,20 @@ class MetricsReader(Protocol):
 class MetricsWriter(Protocol):
     def write(self, series: Sequence[OutputSeries]) -> int:
         """Write all samples (non-finite values are dropped); returns how many were sent."""
+        ...
+
+    def oldest_accepted(self) -> int | None:
+        """The oldest timestamp (unix s) the TSDB takes now, with a margin (Prometheus refuses
+        samples about an hour behind its newest one as out of bounds); None: no limit."""
+        ...
+
+
+@runtime_checkable
+class SampleReader(Protocol):
+    def timestamps(self, selector: str, start: int, end: int) -> dict[str, IntArray]:
+        """The raw samples' timestamps (unix s, increasing, repeats kept) of every series
+        matching the PromQL ``selector`` in ``(start, end]``, by ``series_key``: what a
+        window already wrote."""
         ...
 
 
@@ -110,12 +125,41 @@ class ModelRegistry(Protocol):
 
 
 class CheckpointStore(Protocol):
-    """Where each pipeline's inference has got to (the end of its last written window)."""
+    """Where each pipeline's inference has got to (the end of its last written window), and
+    the journal of the window being written."""
 
     def last_end(self, pipeline_id: str) -> int | None: ...
 
-    def advance(self, pipeline_id: str, end: int) -> None:
-        """Move the checkpoint forward to ``end``; never backwards."""
+    def begin(self, pipeline_id: str, start: int, end: int, *, owner: str | None = None) -> None:
+        """Journal ``(start, end]`` as being written. With ``owner``, fenced: raises
+        PipelineBusy if that owner does not hold the pipeline's lease."""
+        ...
+
+    def advance(self, pipeline_id: str, end: int, *, owner: str | None = None) -> None:
+        """Move the checkpoint forward to ``end`` (never backwards) and clear a journalled
+        window ending at or before it. With ``owner``, fenced: raises PipelineBusy if that
+        owner no longer holds the lease, and nothing moves."""
+        ...
+
+    def state(self, pipeline_id: str) -> WindowState:
+        """Checkpoint, journalled window and lease holder, for recovery and for inspection."""
+        ...
+
+
+@runtime_checkable
+class LeaseStore(Protocol):
+    """One process at a time runs a pipeline's windows: a lease with an owner and an expiry."""
+
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
+        """Take the lease, or renew it if ``owner`` holds it, for ``ttl`` seconds; False while
+        another owner holds an unexpired one, unless that owner is ``replace`` (known dead).
+        Atomic across processes."""
+        ...
+
+    def release(self, pipeline_id: str, owner: str) -> None:
+        """Give the lease up (nothing happens unless ``owner`` holds it)."""
         ...
 
 
@@ -186,11 +230,12 @@ class Telemetry(Protocol):
     """What the service records about its work, and the page that shows it (``/metrics``)."""
 
     def job_done(
-        self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
     ) -> None: ...
 
     def inferred(self, result: InferResult) -> None:
-        """A window was scored: its points, anomalies and samples written."""
+        """A window was scored: its points, anomalies and samples written, and the points
+        skipped (``result.skipped``: beyond ``max_catchup``, behind the write horizon)."""
         ...
 
     def samples_dropped(self, reason: str, count: int) -> None:

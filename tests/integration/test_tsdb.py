@@ -129,22 +129,24 @@ def test_prometheus_refuses_a_whole_request_with_an_out_of_bounds_sample(
     assert info.value.status == 400
 
 
-def test_prometheus_rewrite_of_a_window_counts_as_already_written(
+def test_prometheus_rewrite_is_refused_whole_and_raised(
     prometheus: TsdbServer, run: str, grid: Any
 ) -> None:
-    # Prometheus refuses an identical rewrite of samples older than a series' newest as out of
-    # order (only the newest sample may be repeated), and drops the whole request. The writer
-    # takes that as "already written", so running a window twice is harmless.
+    # Prometheus refuses a rewrite of samples older than a series' newest as out of order
+    # (only the newest sample may be repeated) and drops the whole request, new samples with
+    # the old: the writer raises, it never counts that as written.
     series = OutputSeries({"__name__": "oa_it_rewrite", "run": run}, grid, np.ones(grid.size))
+    newer = OutputSeries({"__name__": "oa_it_rewrite", "run": run, "k": "new"}, grid, grid * 0.0)
     w = writer(prometheus)
     assert w.write([series]) == POINTS
     assert w.write([OutputSeries(series.labels, grid[-1:], series.values[-1:])]) == 1
-    assert w.write([series]) == 0
+    with pytest.raises(WriteRejected, match="out of order"):
+        w.write([series, newer])
     prometheus.flush()
     back = opened(PrometheusReader(prometheus.url)).query_range(
         f'oa_it_rewrite{{run="{run}"}}', int(grid[0]), int(grid[-1]), STEP
     )
-    assert back.values.tolist() == [[1.0] * POINTS]
+    assert back.values.tolist() == [[1.0] * POINTS]  # "newer" was dropped with the rest
 
 
 def test_victoriametrics_accepts_identical_rewrites(

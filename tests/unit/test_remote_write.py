@@ -20,7 +20,7 @@ from openanomaly.adapters.prometheus.remote_write import (
 )
 from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
 from openanomaly.domain.records import OutputSeries
-from openanomaly.errors import TsdbUnavailable, WriteRejected
+from openanomaly.errors import TsdbUnavailable, WriteRejected, WriteUncertain
 from openanomaly.ports import MetricsWriter
 
 URL = "http://tsdb.test/api/v1/write"
@@ -153,12 +153,46 @@ def test_retries_transient_failures_then_succeeds(failure: httpx.Response | Exce
 
 
 def test_gives_up_with_the_servers_last_message() -> None:
-    tsdb = Tsdb(httpx.Response(500, text="disk full"), httpx.Response(503, text="still down"))
+    tsdb = Tsdb(httpx.Response(503, text="overloaded"), httpx.Response(503, text="still down"))
     with pytest.raises(TsdbUnavailable, match="HTTP 503: still down") as info:
         writer(tsdb, max_retries=2).write([series({"__name__": "m"}, [1], [1.0])])
     assert len(tsdb.requests) == 3
     assert info.value.status == 503
     assert info.value.url == URL
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(500, text="disk full"),
+        httpx.Response(504, text="gateway timeout"),
+        httpx.ReadTimeout("timed out"),
+        httpx.RemoteProtocolError("server disconnected"),
+    ],
+    ids=["500", "504", "read-timeout", "disconnected"],
+)
+def test_a_request_whose_fate_is_unknown_is_not_sent_again(
+    failure: httpx.Response | Exception,
+) -> None:
+    # VictoriaMetrics would store a second copy: the caller completes the window from what
+    # the TSDB holds instead.
+    tsdb = Tsdb(httpx.Response(204), failure, httpx.Response(204))
+    w = writer(tsdb, batch_samples=1)
+    with pytest.raises(WriteUncertain, match="1 samples written before it"):
+        w.write([series({"__name__": "m"}, [1, 2, 3], [1.0, 2.0, 3.0])])
+    assert len(tsdb.requests) == 2
+
+
+def test_out_of_order_is_an_error_not_a_success() -> None:
+    # Prometheus drops the whole request: the new samples in it were not written either.
+    tsdb = Tsdb(httpx.Response(400, text="out of order sample"))
+    with pytest.raises(WriteRejected, match="out of order"):
+        writer(tsdb, flavor="prometheus").write([series({"__name__": "m"}, [1], [1.0])])
+
+
+def test_the_write_horizon_is_the_flavors() -> None:
+    assert writer(Tsdb(), flavor="prometheus").oldest_accepted() == NOW - 3300
+    assert writer(Tsdb(), flavor="victoriametrics").oldest_accepted() is None
 
 
 def test_a_client_error_is_not_retried_and_surfaces_the_server_text() -> None:

@@ -23,8 +23,14 @@ from openanomaly.adapters.config.yaml_file import PipelineFileError, YamlPipelin
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import ConfigError, NotFound, StoreError, StoreUnavailable
-from openanomaly.ports import ArtifactStore, CheckpointStore, ModelRegistry, PipelineStore
+from openanomaly.errors import ConfigError, NotFound, PipelineBusy, StoreError, StoreUnavailable
+from openanomaly.ports import (
+    ArtifactStore,
+    CheckpointStore,
+    LeaseStore,
+    ModelRegistry,
+    PipelineStore,
+)
 
 
 class Registry(ModelRegistry, CheckpointStore, Protocol):
@@ -422,6 +428,105 @@ def test_sql_checkpoints_are_shared_between_instances(tmp_path: Path) -> None:
     try:
         run_threads(4, advance_every_fourth)
         assert {s.last_end("a") for s in stores} == {59}
+    finally:
+        for s in stores:
+            s.close()
+
+
+# -- LeaseStore and the window journal ----------------------------------------------------------
+
+
+class Leased(CheckpointStore, LeaseStore, Protocol):
+    """Checkpoints, journal and leases, as MemoryRegistry and SqlStore implement them."""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(params=["memory", "sql"])
+def leased(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Leased, Clock]]:
+    clock = Clock()
+    if request.param == "memory":
+        yield MemoryRegistry(clock=clock), clock
+    else:
+        store = SqlStore(f"sqlite:///{tmp_path / 'openanomaly.db'}", clock=clock)
+        yield store, clock
+        store.close()
+
+
+def test_a_lease_has_one_owner_until_it_expires(leased: tuple[Leased, Clock]) -> None:
+    store, clock = leased
+    assert store.acquire("p", "a", ttl=60)
+    assert not store.acquire("p", "b", ttl=60)
+    assert store.acquire("p", "a", ttl=60)  # renewal
+    assert store.acquire("q", "b", ttl=60)  # another pipeline, another lease
+    clock.now += 61
+    assert store.acquire("p", "b", ttl=60)  # expired: taken over
+    assert not store.acquire("p", "a", ttl=60)
+    assert store.state("p").owner == "b" and store.state("p").expires == clock.now + 60
+
+
+def test_a_lease_is_replaced_only_from_the_owner_named(leased: tuple[Leased, Clock]) -> None:
+    store, _ = leased
+    store.acquire("p", "dead", ttl=60)
+    assert not store.acquire("p", "b", ttl=60, replace="someone-else")
+    assert store.acquire("p", "b", ttl=60, replace="dead")
+    assert not store.acquire("p", "c", ttl=60, replace="dead")  # "b" holds it now
+    assert store.state("p").owner == "b"
+
+
+def test_release_frees_only_the_owners_lease(leased: tuple[Leased, Clock]) -> None:
+    store, _ = leased
+    store.acquire("p", "a", ttl=60)
+    store.release("p", "b")
+    assert store.state("p").owner == "a"
+    store.release("p", "a")
+    assert store.state("p").owner is None and store.acquire("p", "b", ttl=60)
+
+
+def test_a_journalled_window_stays_pending_until_the_checkpoint_passes_it(
+    leased: tuple[Leased, Clock],
+) -> None:
+    store, _ = leased
+    store.acquire("p", "a", ttl=60)
+    store.begin("p", 100, 160, owner="a")
+    assert store.state("p").pending == (100, 160) and store.state("p").last_end is None
+    store.advance("p", 100, owner="a")
+    assert store.state("p").pending == (100, 160)
+    store.advance("p", 160, owner="a")
+    state = store.state("p")
+    assert state.pending is None and state.last_end == 160
+
+
+def test_journal_and_checkpoint_are_fenced_by_the_lease(leased: tuple[Leased, Clock]) -> None:
+    store, clock = leased
+    store.acquire("p", "a", ttl=60)
+    store.begin("p", 100, 160, owner="a")
+    clock.now += 61
+    store.acquire("p", "b", ttl=60)  # "a" stalled past its lease; "b" took over
+    with pytest.raises(PipelineBusy, match="b"):
+        store.advance("p", 160, owner="a")
+    with pytest.raises(PipelineBusy):
+        store.begin("p", 160, 220, owner="a")
+    assert store.state("p").last_end is None and store.state("p").pending == (100, 160)
+
+
+def test_racing_acquires_have_one_winner(tmp_path: Path) -> None:
+    stores = [sql_store(tmp_path) for _ in range(4)]
+    won: list[int] = []
+
+    def take(i: int) -> None:
+        if stores[i].acquire("p", f"owner{i}", ttl=60):
+            won.append(i)
+
+    try:
+        run_threads(4, take)
+        assert len(won) == 1 and stores[0].state("p").owner == f"owner{won[0]}"
     finally:
         for s in stores:
             s.close()

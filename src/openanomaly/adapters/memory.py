@@ -8,7 +8,8 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Literal, Self
 
@@ -21,10 +22,18 @@ from openanomaly.domain.records import (
     ModelVersion,
     OutputSeries,
     TrainJob,
+    WindowState,
 )
-from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.series import Forecast, IntArray, SeriesBatch, series_key
 from openanomaly.domain.spec import ModelSpec, Pipeline
-from openanomaly.errors import EngineError, NotFound, QueryError
+from openanomaly.errors import (
+    EngineError,
+    NotFound,
+    PipelineBusy,
+    QueryError,
+    TsdbUnavailable,
+    WriteRejected,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,9 @@ _WRAPPED = re.compile(r"last_over_time\((.*)\[\w+\]\)")
 _SELECTOR = re.compile(r"([a-zA-Z_:][\w:]*)(?:\{(.*)\})?")
 _MATCHERS = re.compile(r'(?:\s*\w+\s*=\s*"[^"]*"\s*,?)*')
 _MATCHER = re.compile(r'(\w+)\s*=\s*"([^"]*)"')
+
+Sample = tuple[int, float]
+SeriesId = tuple[tuple[str, str], ...]
 
 
 class MemoryMetrics:
@@ -41,11 +53,40 @@ class MemoryMetrics:
     A query that names no stored batch reads the written series: ``name{label="value", ...}``,
     optionally in ``last_over_time(...[1s])``. Points are read without lookback (a gap reads as
     NaN). Any other query is refused with a ``QueryError``, as a TSDB refuses bad PromQL.
+
+    It behaves like one of the real TSDBs on a rewrite, so that a double write is visible:
+
+    - ``behaves="victoriametrics"`` (the default) stores every sample sent, duplicates
+      included, as VictoriaMetrics does;
+    - ``behaves="prometheus"`` refuses a whole request (``WriteRejected``, nothing of it kept)
+      when any sample in it lies before its series' newest stored one ("out of order"), at
+      that timestamp with another value ("duplicate"), or before ``oldest`` ("out of bounds");
+      an exact repeat of the newest sample is accepted and not stored again.
+
+    Writes are cut into requests of ``batch_samples`` like the remote writer's;
+    ``fail_requests`` holds the numbers (0-based, over the fake's life) of requests that fail
+    with ``TsdbUnavailable`` before reaching the store: a crash or an outage mid-write;
+    ``lost_answers`` those that are stored and then fail with ``WriteUncertain``, as when a
+    timeout cuts the answer off.
     """
 
-    def __init__(self, batches: dict[str, SeriesBatch] | None = None) -> None:
+    def __init__(
+        self,
+        batches: dict[str, SeriesBatch] | None = None,
+        *,
+        behaves: Literal["prometheus", "victoriametrics"] = "victoriametrics",
+        batch_samples: int = 50_000,
+        oldest: int | None = None,
+    ) -> None:
         self.batches = dict(batches or {})
+        self.behaves = behaves
+        self.batch_samples = batch_samples
+        self.oldest = oldest
+        self.fail_requests: set[int] = set()
+        self.lost_answers: set[int] = set()
+        self.requests = 0
         self.written: list[OutputSeries] = []
+        self.stored: dict[SeriesId, list[Sample]] = {}
         self.queries: list[tuple[str, int, int, int]] = []
 
     def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
@@ -72,13 +113,59 @@ class MemoryMetrics:
         return SeriesBatch(tuple(labels for labels, _ in hits), ts, values)
 
     def write(self, series: Sequence[OutputSeries]) -> int:
-        sent = 0
+        flat: list[tuple[SeriesId, Sample]] = []
         for s in series:
+            key = tuple(sorted((k, v) for k, v in s.labels.items() if v))
             ok = np.isfinite(s.values)
-            labels = {k: v for k, v in s.labels.items() if v}  # an empty value is no label
-            self.written.append(OutputSeries(labels, s.timestamps[ok], s.values[ok]))
-            sent += int(ok.sum())
-        return sent
+            order = np.argsort(s.timestamps[ok], kind="stable")
+            ts, vs = s.timestamps[ok][order].tolist(), s.values[ok][order].tolist()
+            flat += [(key, (int(t), float(v))) for t, v in zip(ts, vs, strict=True)]
+        for i in range(0, len(flat), self.batch_samples):
+            self._request(flat[i : i + self.batch_samples])
+        return len(flat)
+
+    def _request(self, request: list[tuple[SeriesId, Sample]]) -> None:
+        number, self.requests = self.requests, self.requests + 1
+        if number in self.fail_requests:
+            raise TsdbUnavailable(f"request {number} failed (injected)", url="memory")
+        if self.behaves == "prometheus":
+            request = self._appendable(request)
+        for key, sample in request:
+            self.stored.setdefault(key, []).append(sample)
+            labels = dict(key)
+            self.written.append(OutputSeries(labels, np.array([sample[0]]), np.array([sample[1]])))
+
+    def _appendable(self, request: list[tuple[SeriesId, Sample]]) -> list[tuple[SeriesId, Sample]]:
+        """What Prometheus' head appender keeps of a request, or WriteRejected for all of it."""
+        newest = {k: v[-1] for k, v in self.stored.items() if v}
+        kept = []
+        for key, (t, v) in request:
+            last = newest.get(key)
+            if self.oldest is not None and t < self.oldest:
+                raise WriteRejected(f"out of bounds: {t} < {self.oldest}", url="memory", status=400)
+            if last is not None and (t < last[0] or (t == last[0] and v != last[1])):
+                raise WriteRejected(
+                    f"out of order sample: {t} <= {last[0]}", url="memory", status=400
+                )
+            if last is None or t > last[0]:
+                kept.append((key, (t, v)))
+                newest[key] = (t, v)
+        return kept
+
+    def oldest_accepted(self) -> int | None:
+        return self.oldest
+
+    def timestamps(self, selector: str, start: int, end: int) -> dict[str, IntArray]:
+        """Supports the selectors the Inferencer sends: ``{a="x",b=~"y|z"}``."""
+        matchers = re.findall(r'(\w+)(=~|=)"([^"]*)"', selector)
+        out: dict[str, IntArray] = {}
+        for key, samples in self.stored.items():
+            labels = dict(key)
+            if all(_matches(labels.get(n, ""), op, v) for n, op, v in matchers):
+                ts = np.array([t for t, _ in samples if start < t <= end], dtype=np.int64)
+                if ts.size:
+                    out[series_key(labels)] = np.sort(ts)
+        return out
 
     def samples(self, name: str) -> dict[tuple[tuple[str, str], ...], dict[int, float]]:
         """Everything written under metric ``name``: {sorted labels: {timestamp: value}}."""
@@ -90,6 +177,14 @@ class MemoryMetrics:
                     zip(s.timestamps.tolist(), s.values.tolist(), strict=True)
                 )
         return out
+
+    def duplicates(self) -> int:
+        """Stored samples beyond the first at their (series, timestamp)."""
+        return sum(len(v) - len({t for t, _ in v}) for v in self.stored.values())
+
+
+def _matches(value: str, op: str, pattern: str) -> bool:
+    return value == pattern if op == "=" else re.fullmatch(pattern, value) is not None
 
 
 class MemoryPipelineStore:
@@ -114,12 +209,17 @@ class MemoryPipelineStore:
 
 
 class MemoryRegistry:
-    """ModelRegistry and CheckpointStore in one, as the SQL store is."""
+    """ModelRegistry, CheckpointStore and LeaseStore in one, as the SQL store is. Several
+    ``Service`` instances sharing one behave like processes sharing a database."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._versions: dict[str, list[ModelVersion]] = {}
         self._active: dict[str, str] = {}
         self._checkpoints: dict[str, int] = {}
+        self._journal: dict[str, tuple[int, int]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
+        self._clock = clock
+        self._guard = threading.Lock()
 
     def record(self, version: ModelVersion, *, activate: bool = True) -> None:
         # Recording a version again (a retried train job) replaces it: one entry, the newest.
@@ -143,8 +243,52 @@ class MemoryRegistry:
     def last_end(self, pipeline_id: str) -> int | None:
         return self._checkpoints.get(pipeline_id)
 
-    def advance(self, pipeline_id: str, end: int) -> None:
-        self._checkpoints[pipeline_id] = max(end, self._checkpoints.get(pipeline_id, end))
+    def begin(self, pipeline_id: str, start: int, end: int, *, owner: str | None = None) -> None:
+        with self._guard:
+            if owner is not None:
+                self._fence(pipeline_id, owner)
+            self._journal[pipeline_id] = (start, end)
+
+    def advance(self, pipeline_id: str, end: int, *, owner: str | None = None) -> None:
+        with self._guard:
+            if owner is not None:
+                self._fence(pipeline_id, owner)
+            self._checkpoints[pipeline_id] = max(end, self._checkpoints.get(pipeline_id, end))
+            pending = self._journal.get(pipeline_id)
+            if pending is not None and pending[1] <= end:
+                del self._journal[pipeline_id]
+
+    def state(self, pipeline_id: str) -> WindowState:
+        with self._guard:
+            owner, expires = self._leases.get(pipeline_id, (None, None))
+            return WindowState(
+                pipeline_id,
+                last_end=self._checkpoints.get(pipeline_id),
+                pending=self._journal.get(pipeline_id),
+                owner=owner,
+                expires=expires,
+            )
+
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
+        with self._guard:
+            now = self._clock()
+            holder, expires = self._leases.get(pipeline_id, (owner, now))
+            if holder not in (owner, replace) and expires >= now:
+                return False
+            self._leases[pipeline_id] = (owner, now + ttl)
+            return True
+
+    def release(self, pipeline_id: str, owner: str) -> None:
+        with self._guard:
+            if self._leases.get(pipeline_id, (None, 0.0))[0] == owner:
+                del self._leases[pipeline_id]
+
+    def _fence(self, pipeline_id: str, owner: str) -> None:
+        holder = self._leases.get(pipeline_id, (None, 0.0))[0]
+        if holder != owner:
+            raise PipelineBusy(pipeline_id, holder)
 
 
 class MemoryArtifactStore:
@@ -239,7 +383,7 @@ class RecordingTelemetry:
         self._lock = threading.Lock()
 
     def job_done(
-        self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
     ) -> None:
         with self._lock:
             self.jobs.append((kind, pipeline_id, status, seconds))

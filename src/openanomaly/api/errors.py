@@ -13,6 +13,7 @@ from openanomaly.errors import (
     NoData,
     NotFound,
     OpenAnomalyError,
+    PipelineBusy,
     QueryError,
     StoreError,
     StoreUnavailable,
@@ -23,6 +24,7 @@ from openanomaly.errors import (
 STATUS: tuple[tuple[type[OpenAnomalyError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
+    (PipelineBusy, 409),
     (ConfigError, 422),
     (QueryError, 422),
     (EngineUnavailable, 503),

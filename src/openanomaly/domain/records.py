@@ -20,8 +20,11 @@ class TrainJob:
 
 @dataclass(frozen=True)
 class InferWindow:
-    """Score the points of ``pipeline_id`` with ``start < t <= end``. Idempotent: the same
-    window always writes the same samples."""
+    """Bring ``pipeline_id``'s outputs up to ``end``, scoring no point at or before ``start``.
+
+    Safe to run twice or concurrently: the Inferencer starts at the checkpoint when that is
+    later, one process at a time holds the pipeline's lease, and an interrupted window is
+    completed from what the TSDB already holds (see ``WindowState``)."""
 
     pipeline_id: str
     start: int
@@ -52,7 +55,8 @@ class ModelVersion:
 
 @dataclass
 class InferResult:
-    """What one window did: counts and where the time went (seconds per phase)."""
+    """What one inference run did (a window, or a catch-up of several): counts and where the
+    time went (seconds per phase)."""
 
     pipeline_id: str
     start: int
@@ -63,6 +67,12 @@ class InferResult:
     cold_series: int = 0
     samples_written: int = 0
     model_version: str | None = None
+    windows: int = 0
+    recovered: int = 0
+    """Windows found interrupted and completed with only what the TSDB lacked."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Points (per series, summed) not scored, by reason: ``catchup`` (beyond
+    ``infer.max_catchup``), ``too_old`` (behind the TSDB's write horizon)."""
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -73,3 +83,23 @@ class OutputSeries:
     labels: dict[str, str]
     timestamps: IntArray
     values: FloatArray
+
+
+@dataclass(frozen=True)
+class WindowState:
+    """Where a pipeline's inference stands, as the checkpoint store keeps it.
+
+    Attributes:
+        last_end: the checkpoint: every window ending at or before it is written (or was
+            skipped, and reported as such).
+        pending: ``(start, end)`` of a window journalled before its write and not committed
+            since: a crash or a failed write left it, and the next run completes it from what
+            the TSDB holds instead of sending it again.
+        owner: the process holding the pipeline's lease (None: free), until ``expires``.
+    """
+
+    pipeline_id: str
+    last_end: int | None = None
+    pending: tuple[int, int] | None = None
+    owner: str | None = None
+    expires: float | None = None

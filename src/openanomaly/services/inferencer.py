@@ -1,7 +1,12 @@
-"""The Inferencer: score the points of one window and write the results.
+"""The Inferencer: score a range window by window and write each window exactly once.
 
-Stateless and idempotent: everything comes from the window, the TSDB and the active model, so
-running the same window twice writes the same samples.
+A range (a live window, a catch-up after an outage, a new pipeline's first ``max_catchup``)
+is read once with its context, cut into ``infer.every`` windows scored each from its own
+context, as the live service would have scored them, and written in time order. For each
+window: journal it, write it, then move the checkpoint (fenced by the pipeline's lease). A
+window found journalled and not committed (a crash, a failed write) is completed by sending
+only the samples the TSDB does not hold yet. Windows older than the TSDB takes are skipped,
+and said so.
 """
 
 from __future__ import annotations
@@ -11,13 +16,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 from openanomaly.domain.outputs import build_outputs
-from openanomaly.domain.records import InferResult, ModelVersion
-from openanomaly.domain.scoring import Scored, score
-from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.records import InferResult, InferWindow, ModelVersion, OutputSeries
+from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
+from openanomaly.domain.windows import points_between, windows
+from openanomaly.errors import WriteUncertain
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -26,55 +31,31 @@ from openanomaly.ports import (
     MetricsWriter,
     ModelEngine,
     ModelRegistry,
+    SampleReader,
 )
 from openanomaly.services.cache import ModelCache
+from openanomaly.services.recovery import drop_before, missing, output_selector
+from openanomaly.services.window_scores import WindowScores, score_window
 
 log = logging.getLogger(__name__)
 
 
+RECOVER_ATTEMPTS = 2
+RECOVER_BACKOFF = 0.5
+"""Seconds before the first read-back after a write of unknown outcome, doubled each time."""
+
+
 @dataclass(frozen=True)
-class WindowScores:
-    """The scored window before it is written: what the backtest and the API plots use."""
+class _Run:
+    """What every window of one run shares: the range read once, the model, the journalled
+    window to complete (if any), the lease owner fencing the commits, the tally."""
 
+    pipeline: Pipeline
     batch: SeriesBatch
-    scored: Scored
-    cold: int
-    model_seconds: float = 0.0
-    score_seconds: float = 0.0
-
-
-def score_window(
-    pipeline: Pipeline,
-    batch: SeriesBatch,
-    *,
-    start: int,
-    end: int,
-    model: ModelEngine | None,
-    engines: EngineFactory,
-) -> WindowScores:
-    """Forecast and score the part of ``batch`` in ``(start, end]`` from what precedes it.
-
-    Series that ``model`` does not know (new since the last training, or no model yet) are
-    forecast by the engine factory's cold-start model instead of being dropped.
-    """
-    t0 = time.perf_counter()
-    context = batch.between(start - pipeline.infer.context, start)
-    new = batch.between(start, end)
-    known = model.known(new.keys) if model is not None else np.zeros(len(new), dtype=bool)
-    parts: list[tuple[npt.NDArray[np.intp], Forecast]] = []
-    interval = pipeline.scoring.interval
-    if model is not None and known.any():
-        rows = np.flatnonzero(known)
-        parts.append((rows, model.predict(context.take(rows), new.timestamps, interval)))
-    cold_rows = np.flatnonzero(~known)
-    if cold_rows.size:
-        cold = engines.cold_start(step=pipeline.step)
-        parts.append((cold_rows, cold.predict(context.take(cold_rows), new.timestamps, interval)))
-    forecast = Forecast.stack(parts, len(new), new.timestamps.size)
-    t1 = time.perf_counter()
-    scored = score(new.values, forecast, pipeline.scoring)
-    t2 = time.perf_counter()
-    return WindowScores(new, scored, int(cold_rows.size), t1 - t0, t2 - t1)
+    model: ModelEngine | None
+    pending: tuple[int, int] | None
+    owner: str | None
+    result: InferResult
 
 
 class Inferencer:
@@ -87,6 +68,7 @@ class Inferencer:
         artifacts: ArtifactStore,
         registry: ModelRegistry,
         checkpoints: CheckpointStore,
+        samples: SampleReader | None = None,
         cache: ModelCache | None = None,
     ) -> None:
         self._reader = reader
@@ -95,52 +77,146 @@ class Inferencer:
         self._artifacts = artifacts
         self._registry = registry
         self._checkpoints = checkpoints
+        self._samples = samples
         self._cache = cache or ModelCache()
 
-    def infer(self, pipeline: Pipeline, start: int, end: int) -> InferResult:
-        """Score the points with ``start < t <= end``, write them, advance the checkpoint."""
-        result = InferResult(pipeline.id, start, end)
+    def infer(
+        self, pipeline: Pipeline, start: int, end: int, *, owner: str | None = None
+    ) -> InferResult:
+        """Bring the outputs up to ``end``, scoring nothing at or before ``start`` nor before
+        the checkpoint; ``owner`` (the lease holder) fences every journal and checkpoint move.
+        """
         t0 = time.perf_counter()
+        state = self._checkpoints.state(pipeline.id)
+        first = start if state.last_end is None else max(start, state.last_end)
+        result = InferResult(pipeline.id, first, end)
+        plan = windows(pipeline, first, end)
+        if not plan:
+            return result
         batch = self._reader.query_range(
-            pipeline.query, start - pipeline.infer.context, end, pipeline.step
+            pipeline.query, plan[0].start - pipeline.infer.context, end, pipeline.step
         )
+        result.timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
         version = self._active(pipeline)
         model = self._model(pipeline, version)
-        load = time.perf_counter() - t1
-        scores = score_window(
-            pipeline, batch, start=start, end=end, model=model, engines=self._engines
-        )
-        t2 = time.perf_counter()
-        outputs = build_outputs(
-            scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
-        )
-        result.samples_written = self._writer.write(outputs) if outputs else 0
-        t3 = time.perf_counter()
-        self._checkpoints.advance(pipeline.id, end)
-        s = scores.scored.score
-        result.series = len(scores.batch)
-        result.points = int(np.isfinite(s).sum())
-        result.anomalies = int((s > 1).sum())
-        result.cold_series = scores.cold
         result.model_version = version.version if version else None
-        result.timings = {
-            "read": t1 - t0,
-            "model": load + scores.model_seconds,
-            "score": scores.score_seconds,
-            "write": t3 - t2,
-        }
+        result.timings["model"] = time.perf_counter() - t1
+        run = _Run(pipeline, batch, model, state.pending, owner, result)
+        if state.last_end is not None and state.last_end < start:
+            self._skip(run, state.last_end, start, "catchup")
+        for w in self._writable(run, plan):
+            self._window(run, w)
         log.info(
-            "inferred pipeline=%s window=(%d,%d] series=%d points=%d anomalies=%d cold=%d",
+            "inferred pipeline=%s range=(%d,%d] windows=%d series=%d points=%d anomalies=%d "
+            "cold=%d samples=%d recovered=%d",
             pipeline.id,
-            start,
+            result.start,
             end,
+            result.windows,
             result.series,
             result.points,
             result.anomalies,
             result.cold_series,
+            result.samples_written,
+            result.recovered,
         )
         return result
+
+    def _window(self, run: _Run, w: InferWindow) -> None:
+        """Score, journal, write (only what is missing if an earlier run may have written
+        part of it), commit."""
+        pipeline, result = run.pipeline, run.result
+        scores = score_window(
+            pipeline, run.batch, start=w.start, end=w.end, model=run.model, engines=self._engines
+        )
+        outputs = build_outputs(
+            scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
+        )
+        outputs, too_old = drop_before(outputs, self._writer.oldest_accepted())
+        t0 = time.perf_counter()
+        if outputs:
+            self._checkpoints.begin(pipeline.id, w.start, w.end, owner=run.owner)
+            if run.pending is not None and run.pending[0] < w.end and w.start < run.pending[1]:
+                outputs = self._missing(pipeline, outputs, w)
+                result.recovered += 1
+            result.samples_written += self._write(pipeline, outputs, w)
+        result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - t0
+        self._checkpoints.advance(pipeline.id, w.end, owner=run.owner)
+        if too_old:
+            result.skipped["too_old"] = result.skipped.get("too_old", 0) + too_old
+            log.warning(
+                "pipeline=%s window=(%d,%d]: %d points not written, older than the TSDB takes",
+                pipeline.id,
+                w.start,
+                w.end,
+                too_old,
+            )
+        _tally(result, scores)
+
+    def _write(self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow) -> int:
+        """Write; when a request's fate is unknown, read back and send what is missing (a
+        retry that cannot duplicate), a few times before leaving the window to the next run."""
+        attempt = 0
+        while True:
+            try:
+                return self._writer.write(outputs) if outputs else 0
+            except WriteUncertain as exc:
+                attempt += 1
+                if attempt > RECOVER_ATTEMPTS or self._samples is None:
+                    raise
+                log.warning("pipeline=%s window=(%d,%d]: %s", pipeline.id, w.start, w.end, exc)
+                time.sleep(RECOVER_BACKOFF * 2 ** (attempt - 1))
+                outputs = self._missing(pipeline, outputs, w)
+
+    def _missing(
+        self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow
+    ) -> list[OutputSeries]:
+        if self._samples is None:
+            raise RuntimeError("recovering a window needs a SampleReader")
+        present = self._samples.timestamps(output_selector(pipeline), w.start, w.end)
+        todo = missing(outputs, present)
+        log.warning(
+            "pipeline=%s window=(%d,%d] was interrupted: %d of %d samples already in the TSDB, "
+            "sending the other %d",
+            pipeline.id,
+            w.start,
+            w.end,
+            sum(s.timestamps.size for s in outputs) - sum(s.timestamps.size for s in todo),
+            sum(s.timestamps.size for s in outputs),
+            sum(s.timestamps.size for s in todo),
+        )
+        return todo
+
+    def _writable(self, run: _Run, plan: list[InferWindow]) -> list[InferWindow]:
+        """The windows with samples the TSDB still takes; the checkpoint moves over the rest."""
+        oldest = self._writer.oldest_accepted()
+        if oldest is None or plan[0].end >= oldest:
+            return plan
+        keep = [w for w in plan if w.end >= oldest]
+        last_old = plan[len(plan) - len(keep) - 1].end
+        self._skip(run, plan[0].start, last_old, "too_old")
+        return keep
+
+    def _skip(self, run: _Run, start: int, end: int, reason: str) -> None:
+        """Move the checkpoint over ``(start, end]`` unscored, and say how much that is."""
+        pipeline, result, series = run.pipeline, run.result, len(run.batch)
+        points = points_between(pipeline, start, end) * series
+        why = {
+            "catchup": "the outage is longer than infer.max_catchup",
+            "too_old": "older than the TSDB accepts (its write horizon)",
+        }[reason]
+        log.warning(
+            "pipeline=%s skipped (%d,%d]: %d points (%d series) not scored: %s",
+            pipeline.id,
+            start,
+            end,
+            points,
+            series,
+            why,
+        )
+        result.skipped[reason] = result.skipped.get(reason, 0) + points
+        self._checkpoints.advance(pipeline.id, end, owner=run.owner)
 
     def _active(self, pipeline: Pipeline) -> ModelVersion | None:
         version = self._registry.active(pipeline.id)
@@ -168,3 +244,17 @@ class Inferencer:
                 model = self._engines.load(pipeline.model, data, step=pipeline.step)
             self._cache.put(key, model)
         return model
+
+
+def _tally(result: InferResult, scores: WindowScores) -> None:
+    s = scores.scored.score
+    result.windows += 1
+    result.series = max(result.series, len(scores.batch))
+    result.points += int(np.isfinite(s).sum())
+    result.anomalies += int((s > 1).sum())
+    result.cold_series = max(result.cold_series, scores.cold)
+    for phase, seconds in (("model", scores.model_seconds), ("score", scores.score_seconds)):
+        result.timings[phase] = result.timings.get(phase, 0.0) + seconds
+
+
+__all__ = ["InferResult", "Inferencer", "WindowScores", "score_window"]

@@ -6,17 +6,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
-from openanomaly.errors import OpenAnomalyError
+from openanomaly.errors import OpenAnomalyError, PipelineBusy
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
     EngineFactory,
+    LeaseStore,
     MetricsReader,
     ModelRegistry,
     PipelineStore,
@@ -25,6 +28,7 @@ from openanomaly.ports import (
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
 from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer
+from openanomaly.services.lease import holding, owner_id
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -42,13 +46,19 @@ class Service:
     telemetry: Telemetry
     clock: Clock = time.time
     health: PipelineHealth = field(default_factory=PipelineHealth)
+    leases: LeaseStore | None = None
+    """Without one (tests of a single service), only the in-process lock keeps runs apart."""
+    owner: str = field(default_factory=owner_id)
+    lease_ttl: float = 60.0
 
     def __post_init__(self) -> None:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def run(self, job: Job) -> ModelVersion | InferResult:
-        """Run one job now. Jobs of the same pipeline never overlap in this process."""
+    def run(self, job: Job, *, wait: float = 0.0) -> ModelVersion | InferResult:
+        """Run one job now. Jobs of the same pipeline never overlap in this process, and
+        inference windows of a pipeline never overlap across processes (the lease): if
+        another process holds it for ``wait`` seconds more, PipelineBusy is raised."""
         began = time.perf_counter()
         try:
             with self._lock(job.pipeline_id):
@@ -56,8 +66,12 @@ class Service:
                 if isinstance(job, TrainJob):
                     result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
                 else:
-                    result = self.inferencer.infer(pipeline, job.start, job.end)
+                    with self._lease(job.pipeline_id, wait) as owner:
+                        result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
                     self.telemetry.inferred(result)
+        except PipelineBusy:
+            self.telemetry.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
+            raise
         except Exception as exc:
             self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
             self.health.failed(job.pipeline_id, job.kind, exc)
@@ -70,6 +84,8 @@ class Service:
         """For workers: run, log a failure with its message (no trace for expected errors)."""
         try:
             self.run(job)
+        except PipelineBusy as exc:
+            log.info("%s job skipped: %s", job.kind, exc)
         except OpenAnomalyError as exc:
             log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
         except Exception:
@@ -108,3 +124,20 @@ class Service:
     def _lock(self, pipeline_id: str) -> threading.Lock:
         with self._locks_guard:
             return self._locks.setdefault(pipeline_id, threading.Lock())
+
+    @contextmanager
+    def _lease(self, pipeline_id: str, wait: float) -> Iterator[str | None]:
+        """Hold the pipeline's lease while the block runs; yields the owner id that fences
+        the run's journal and checkpoint writes (None without a lease store)."""
+        if self.leases is None:
+            yield None
+            return
+        with holding(
+            self.leases,
+            pipeline_id,
+            self.owner,
+            ttl=self.lease_ttl,
+            wait=wait,
+            holder=lambda: self.checkpoints.state(pipeline_id).owner,
+        ):
+            yield self.owner

@@ -1,4 +1,5 @@
-"""Pipelines, model registry and checkpoints in a SQL database (SQLAlchemy Core).
+"""Pipelines, model registry, checkpoints, leases and the window journal in a SQL database
+(SQLAlchemy Core).
 
 SQLite is the standalone default; PostgreSQL takes the same URL shape
 (``postgresql+psycopg://user:pw@host/db``). The SQL is kept portable for that: JSON is stored
@@ -24,12 +25,13 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError, ProgrammingError
 
-from openanomaly.domain.records import ModelVersion
+from openanomaly.domain.records import ModelVersion, WindowState
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import (
     ConfigError,
     NotFound,
     OpenAnomalyError,
+    PipelineBusy,
     StoreError,
     StoreUnavailable,
 )
@@ -81,6 +83,27 @@ checkpoints = sa.Table(
     sa.Column("last_end", sa.BigInteger, nullable=False),
 )
 
+# One row per pipeline being run: who runs its windows, until when (unix s). Taken and renewed
+# by a conditional UPDATE (or INSERT when missing), so two processes cannot both hold it.
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("owner", sa.String(_KEY), nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+
+# The window being written, journalled before its first sample is sent and removed when the
+# checkpoint moves past it: a row left here is a write that may have been interrupted.
+window_journal = sa.Table(
+    "window_journal",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("window_start", sa.BigInteger, nullable=False),
+    sa.Column("window_end", sa.BigInteger, nullable=False),
+    sa.Column("owner", sa.String(_KEY), nullable=False),
+    sa.Column("begun_at", sa.Double, nullable=False),
+)
 
 ERRORS: tuple[tuple[type[Exception], type[OpenAnomalyError]], ...] = (
     # refused, timed out, "unable to open database file", "database is locked" past busy_timeout
@@ -118,7 +141,7 @@ _Versions = list[ModelVersion]  # spelled here: inside SqlStore, ``list`` is the
 
 
 class SqlStore:
-    """PipelineStore, ModelRegistry and CheckpointStore over one SQL database.
+    """PipelineStore, ModelRegistry, CheckpointStore and LeaseStore over one SQL database.
 
     Tables are created on first use. Every method runs in its own transaction on a pooled
     connection, so one instance is shared by the API and worker threads. With SQLite the file
@@ -242,7 +265,19 @@ class SqlStore:
             value = conn.scalar(query)
         return None if value is None else int(value)
 
-    def advance(self, pipeline_id: str, end: int) -> None:
+    def begin(self, pipeline_id: str, start: int, end: int, *, owner: str | None = None) -> None:
+        row = {"window_start": start, "window_end": end, "owner": owner or ""}
+        with self._tx(write=True) as conn:
+            if owner is not None:
+                _fence(conn, pipeline_id, owner)
+            _upsert(
+                conn,
+                window_journal,
+                {"pipeline_id": pipeline_id},
+                row | {"begun_at": self._clock()},
+            )
+
+    def advance(self, pipeline_id: str, end: int, *, owner: str | None = None) -> None:
         # The guard is in the UPDATE itself, so concurrent workers cannot move it backwards
         # between a read and a write.
         forward = (
@@ -251,11 +286,63 @@ class SqlStore:
             .values(last_end=end)
         )
         exists = sa.select(checkpoints.c.last_end).where(checkpoints.c.pipeline_id == pipeline_id)
+        done = window_journal.delete().where(
+            window_journal.c.pipeline_id == pipeline_id, window_journal.c.window_end <= end
+        )
         with self._tx(write=True) as conn:
+            if owner is not None:
+                _fence(conn, pipeline_id, owner)
+            conn.execute(done)
             if conn.execute(forward).rowcount or conn.scalar(exists) is not None:
                 return
             if not _insert_new(conn, checkpoints, {"pipeline_id": pipeline_id, "last_end": end}):
                 conn.execute(forward)  # another writer created it meanwhile: move it if behind
+
+    def state(self, pipeline_id: str) -> WindowState:
+        journal = sa.select(window_journal.c.window_start, window_journal.c.window_end).where(
+            window_journal.c.pipeline_id == pipeline_id
+        )
+        lease = sa.select(leases.c.owner, leases.c.expires_at).where(
+            leases.c.pipeline_id == pipeline_id
+        )
+        checkpoint = sa.select(checkpoints.c.last_end).where(
+            checkpoints.c.pipeline_id == pipeline_id
+        )
+        with self._tx() as conn:
+            last_end = conn.scalar(checkpoint)
+            pending = conn.execute(journal).first()
+            held = conn.execute(lease).first()
+        return WindowState(
+            pipeline_id,
+            last_end=None if last_end is None else int(last_end),
+            pending=None if pending is None else (int(pending[0]), int(pending[1])),
+            owner=None if held is None else str(held[0]),
+            expires=None if held is None else float(held[1]),
+        )
+
+    # -- LeaseStore ----------------------------------------------------------------------------
+
+    def acquire(
+        self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
+    ) -> bool:
+        now = self._clock()
+        takeable = [leases.c.owner == owner, leases.c.expires_at < now]
+        if replace is not None:
+            takeable.append(leases.c.owner == replace)
+        take = (
+            leases.update()
+            .where(leases.c.pipeline_id == pipeline_id, sa.or_(*takeable))
+            .values(owner=owner, expires_at=now + ttl)
+        )
+        row = {"pipeline_id": pipeline_id, "owner": owner, "expires_at": now + ttl}
+        with self._tx(write=True) as conn:
+            # Exactly one of two racing processes updates the row, or inserts the missing one.
+            return bool(conn.execute(take).rowcount) or _insert_new(conn, leases, row)
+
+    def release(self, pipeline_id: str, owner: str) -> None:
+        mine = leases.delete().where(leases.c.pipeline_id == pipeline_id, leases.c.owner == owner)
+        with self._tx(write=True) as conn:
+            conn.execute(mine)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -356,6 +443,14 @@ def _insert_new(conn: sa.Connection, table: sa.Table, row: dict[str, Any]) -> bo
     except IntegrityError:
         return False
     return True
+
+
+def _fence(conn: sa.Connection, pipeline_id: str, owner: str) -> None:
+    """Refuse to journal or commit for an owner that lost the lease (it expired and another
+    process took it): that process now runs the windows."""
+    holder = conn.scalar(sa.select(leases.c.owner).where(leases.c.pipeline_id == pipeline_id))
+    if holder != owner:
+        raise PipelineBusy(pipeline_id, holder)
 
 
 def _set_active(conn: sa.Connection, pipeline_id: str, version: str) -> None:

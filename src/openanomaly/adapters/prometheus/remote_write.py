@@ -28,10 +28,29 @@ from openanomaly.adapters.prometheus.http import (
 )
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import FloatArray, IntArray
-from openanomaly.errors import WriteRejected
+from openanomaly.errors import WriteRejected, WriteUncertain
 from openanomaly.ports import Flavor
 
 logger = logging.getLogger(__name__)
+
+WRITE_HORIZON: dict[str, int | None] = {
+    "prometheus": 3600 - 300,
+    "mimir": 3600 - 300,
+    "thanos": 3600 - 300,
+    "victoriametrics": None,
+}
+"""How far behind now (seconds) a flavor still takes samples. Prometheus' head appends nothing
+older than its newest sample minus an hour (half its 2 h block range: "out of bounds"), and
+Mimir's ingesters and Thanos Receive run the same TSDB; the 5 minutes of margin let a window
+be written before the limit passes it. VictoriaMetrics takes any timestamp by default."""
+
+REFUSED_5XX = frozenset({503})
+"""The 5xx that mean "not taken, come back later" (with 429): retried as they are. Any other
+5xx leaves the request's fate unknown, and a blind retry could store it twice."""
+
+READBACK_SETTLE: dict[str, float] = {"victoriametrics": 2.0}
+"""Seconds after a write before a read-back sees it: VictoriaMetrics makes accepted samples
+searchable about a second later."""
 
 FUTURE_TOLERANCE = 60
 """Seconds past ``clock()`` a sample may lie before it counts as a future sample."""
@@ -168,11 +187,17 @@ class RemoteWriteWriter(ClientOwner):
     def write(self, series: Sequence[OutputSeries]) -> int:
         """Send the finite samples of ``series``; returns how many samples were sent.
 
-        Requests go one after the other; when one fails, those before it stay written.
+        Requests go one after the other; when one fails, those before it stay written. A
+        refusal is always an error, "out of order" included: Prometheus then drops the whole
+        request, new samples with the old. A request whose outcome is unknown (the connection
+        broke or timed out after it was sent) is not sent again: VictoriaMetrics would store
+        it twice. The caller completes the window from what the TSDB holds.
 
         Raises:
             WriteRejected: the TSDB refused a request with a 4xx other than 429.
-            TsdbUnavailable: connection error, timeout, or 5xx/429 after retries.
+            TsdbUnavailable: connection refused, or 503/429 after retries.
+            WriteUncertain: the outcome of a request is unknown (timeout or broken connection
+                after sending, a 500, a gateway's 502/504).
         """
         max_ts = None if self.flavor == "victoriametrics" else self._max_timestamp()
         samples = flatten(series, max_ts=max_ts)
@@ -198,23 +223,16 @@ class RemoteWriteWriter(ClientOwner):
                     backoff=self._backoff,
                     what=f"remote write to {self.url}",
                 )
-            except WriteRejected as exc:
-                if not self._already_written(exc):
-                    raise
-                logger.info("%d samples already written (a window run again): %s", count, exc)
-                continue
+            except WriteUncertain as exc:
+                raise WriteUncertain(
+                    f"{exc} ({sent} samples written before it)", url=self.url
+                ) from None
             sent += count
         return sent
 
-    def _already_written(self, exc: WriteRejected) -> bool:
-        """Prometheus and Mimir refuse a rewrite of samples behind a series' newest one (even
-        with identical values) and drop that whole request. Our windows are deterministic, so
-        a redelivered window's request is exactly one that was written before: idempotence
-        means taking that refusal as success. VictoriaMetrics accepts rewrites."""
-        text = str(exc)
-        return self.flavor != "victoriametrics" and (
-            "out of order sample" in text or "duplicate sample" in text
-        )
+    def oldest_accepted(self) -> int | None:
+        horizon = WRITE_HORIZON.get(self.flavor)
+        return None if horizon is None else int(self._clock()) - horizon
 
     def _max_timestamp(self) -> int:
         return int(self._clock()) + FUTURE_TOLERANCE
@@ -222,11 +240,24 @@ class RemoteWriteWriter(ClientOwner):
     def _post(self, body: bytes) -> None:
         try:
             response = self._client.post(self.url, content=body, headers=HEADERS)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise unreachable(self.url, exc) from None  # never sent: safe to retry
         except httpx.TransportError as exc:
-            raise unreachable(self.url, exc) from None
+            detail = str(exc) or type(exc).__name__
+            raise WriteUncertain(
+                f"remote write to {self.url} broke off after sending, outcome unknown: {detail}",
+                url=self.url,
+            ) from None
         if response.is_success:
             return
         status, message = response.status_code, response_message(response)
+        if status >= 500 and status not in REFUSED_5XX:
+            # A 500 or a gateway's 502/504 does not say whether the TSDB stored the request.
+            raise WriteUncertain(
+                f"remote write to {self.url} failed with HTTP {status}, outcome unknown: {message}",
+                url=self.url,
+                status=status,
+            )
         if is_retryable(status):
             raise overloaded(
                 f"remote write to {self.url} failed with HTTP {status}: {message}",

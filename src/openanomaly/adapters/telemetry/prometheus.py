@@ -49,6 +49,13 @@ class PrometheusTelemetry:
             ["pipeline"],
             registry=self.registry,
         )
+        self.skipped = Counter(
+            "openanomaly_points_skipped",
+            "Points not scored: catchup (an outage beyond infer.max_catchup) or too_old (behind "
+            "the TSDB's write horizon)",
+            ["pipeline", "reason"],
+            registry=self.registry,
+        )
         self.last_success = Gauge(
             "openanomaly_last_success_timestamp_seconds",
             "End of a job's last successful run",
@@ -80,7 +87,7 @@ class PrometheusTelemetry:
             self.broken.labels(pid).set(pid in down)
 
     def job_done(
-        self, kind: str, pipeline_id: str, status: Literal["ok", "error"], seconds: float
+        self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
     ) -> None:
         self.jobs.labels(kind, pipeline_id, status).inc()
         self.duration.labels(kind).observe(seconds)
@@ -91,6 +98,8 @@ class PrometheusTelemetry:
         self.points.labels(result.pipeline_id).inc(result.points)
         self.anomalies.labels(result.pipeline_id).inc(result.anomalies)
         self.samples.labels(result.pipeline_id).inc(result.samples_written)
+        for reason, points in result.skipped.items():
+            self.skipped.labels(result.pipeline_id, reason).inc(points)
 
     def exposition(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
