@@ -9,7 +9,8 @@ query and model, another id) that scores the same range with ``openanomaly infer
 every (output, series, timestamp) must be there exactly once, with the same value.
 
 The range compared starts at the disturbed pipeline's first written sample (windows before it
-were never begun: the pipeline simply started later) and ends at its checkpoint.
+were never begun: the pipeline simply started later) and ends at its checkpoint after one
+undisturbed recovery run.
 """
 
 from __future__ import annotations
@@ -115,12 +116,17 @@ class Scenario:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.tmp.glob("*.log"))
 
     def verify(self) -> None:
-        """The disturbed pipeline's samples against its undisturbed twin's."""
+        """Recover, then compare the disturbed pipeline's samples with its undisturbed twin's.
+
+        A window cut off by the last disturbance is journalled: an undisturbed run of the same
+        pipeline (``openanomaly infer``) must complete it without re-sending what is stored.
+        """
+        oa(self.env(), "infer", self.pipeline)
         end = self.checkpoint()
         written = raw_samples(self.tsdb, self.pipeline, 0, end + 3600)
         assert written, f"nothing was written:\n{self.logs()}"
         beyond = {k: [t for t, _ in v if t > end] for k, v in written.items()}
-        assert not any(beyond.values()), "samples written past the checkpoint"
+        assert not any(beyond.values()), "samples past the checkpoint after a recovery run"
         first = min(t for points in written.values() for t, _ in points)
         start = first - STEP  # windows are (start, end]
         twin = f"{self.pipeline}-twin"
@@ -155,6 +161,7 @@ def scenario(tsdb: TsdbServer, tmp_path: Path) -> Iterator[Scenario]:
     yield Scenario(tsdb, tmp_path, metric, metric.replace("_", "-"))
     stop.set()
     feeder.join(timeout=10)
+    writer.close()
 
 
 def stop_gracefully(proc: subprocess.Popen[bytes], scenario: Scenario) -> None:
