@@ -125,3 +125,23 @@ def test_a_failing_store_is_an_http_error_and_not_ready(
         assert (r.status_code, r.json()["error"]) == (status, error)
         ready = tc.get("/readyz")
         assert ready.status_code == 503 and ready.json()["detail"] == error
+
+
+def test_a_gitops_file_is_read_only_through_the_api(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.yaml"
+    text = "pipelines:\n  - {id: p, query: m, step: 1m, train: {window: 1h}}  # ours\n"
+    path.write_text(text)
+    metrics = MemoryMetrics()
+    db = SecretStr(f"sqlite:///{tmp_path / 'openanomaly.db'}")
+    settings = Settings(config_store="yaml", pipelines_file=path, database_url=db)
+    with (
+        bootstrap(settings, reader=metrics, writer=metrics, dispatcher=RecordingDispatcher()) as c,
+        TestClient(create_app(c)) as tc,
+    ):
+        put = tc.put("/api/v1/pipelines/q", json={**PIPELINE, "id": "q"})
+        delete = tc.delete("/api/v1/pipelines/p")
+        assert tc.get("/api/v1/pipelines/p").status_code == 200
+    for r in (put, delete):
+        assert r.status_code == 409 and r.json()["error"] == "ReadOnlyFile"
+        assert str(path) in r.json()["detail"]
+    assert path.read_text() == text
