@@ -142,7 +142,9 @@ def bootstrap(
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
 
-            scheduler = ApsScheduler(service, dispatcher, sync_every=settings.pipeline_sync_every)
+            scheduler = ApsScheduler(
+                service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
+            )
         opened.callback(scheduler.stop)  # last in, first out: no new jobs, then the workers
         return Container(
             settings,

@@ -201,6 +201,11 @@ class Telemetry(Protocol):
         """Which of ``pipelines`` are broken now (see ``PipelineHealth``)."""
         ...
 
+    def failed(self, stage: str) -> None:
+        """Something failed outside a job: ``sync`` (reading the store), ``tick`` (deciding
+        what is due). A job's failure is ``job_done(..., "error", ...)``."""
+        ...
+
     def exposition(self) -> tuple[bytes, str]:
         """What was recorded, as a scrape page: the body and its content type."""
         ...

@@ -145,3 +145,16 @@ def test_a_gitops_file_is_read_only_through_the_api(tmp_path: Path) -> None:
         assert r.status_code == 409 and r.json()["error"] == "ReadOnlyFile"
         assert str(path) in r.json()["detail"]
     assert path.read_text() == text
+
+
+def test_metrics_carry_the_process_and_no_created_samples(client: TestClient) -> None:
+    client.put("/api/v1/pipelines/p", json=PIPELINE, headers=auth())
+    client.put("/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "no"}, headers=auth())
+    client.post("/api/v1/pipelines/e/train", headers=auth())
+
+    text = client.get("/metrics").text
+
+    assert "process_resident_memory_bytes " in text and "python_info{" in text
+    assert "_created" not in text
+    assert 'openanomaly_failures_total{stage="job"} 1.0' in text
+    assert 'openanomaly_failures_total{stage="sync"} 0.0' in text

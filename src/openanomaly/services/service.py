@@ -12,7 +12,7 @@ from openanomaly.domain.grid import align
 from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
-from openanomaly.errors import OpenAnomalyError
+from openanomaly.errors import NotFound, OpenAnomalyError
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
@@ -70,6 +70,13 @@ class Service:
         """For workers: run, log a failure with its message (no trace for expected errors)."""
         try:
             self.run(job)
+        except NotFound as exc:
+            if (exc.kind, exc.ident) != ("pipeline", job.pipeline_id):
+                log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
+            else:  # deleted while the job was queued: the scheduler drops it at its next sync
+                log.info(
+                    "%s job for pipeline=%s skipped: pipeline deleted", job.kind, job.pipeline_id
+                )
         except OpenAnomalyError as exc:
             log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
         except Exception:

@@ -20,6 +20,7 @@ from openanomaly.domain.spec import Pipeline, PipelineFile
 from openanomaly.errors import ConfigError, Conflict, NotFound, OpenAnomalyError, StoreError
 from openanomaly.ports import PipelineCheck
 
+
 class ReadOnlyFile(Conflict):
     """A write to pipelines kept in a GitOps file: they are changed in the file, not here."""
 
