@@ -71,7 +71,9 @@ def test_token_is_required_for_the_api_but_not_for_health(client: TestClient) ->
     assert client.get("/api/v1/pipelines", headers=bad).status_code == 401
     assert client.get("/api/v1/pipelines", headers=auth()).json() == []
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"tsdb": {"status": "ok"}, "store": {"status": "ok"}}
 
 
 def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
@@ -124,7 +126,10 @@ def test_a_failing_store_is_an_http_error_and_not_ready(
         r = tc.get("/api/v1/pipelines")
         assert (r.status_code, r.json()["error"]) == (status, error)
         ready = tc.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["detail"] == error
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+        checks = ready.json()["checks"]
+        assert checks["store"]["status"] == "down" and checks["store"]["error"] == error
+        assert checks["tsdb"] == {"status": "ok"}
 
 
 def test_a_gitops_file_is_read_only_through_the_api(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 
+from collections.abc import Callable
+
 from openanomaly.domain.text import shorten
 from openanomaly.errors import (
     EngineUnavailable,
@@ -15,8 +17,11 @@ from openanomaly.errors import (
     NotEnoughHistory,
     NotFound,
     OpenAnomalyError,
+    QueryError,
+    TsdbError,
     TsdbUnavailable,
 )
+from openanomaly.ports import MetricsReader, PipelineStore
 
 TRANSIENT: tuple[type[OpenAnomalyError], ...] = (
     TsdbUnavailable,
@@ -63,3 +68,33 @@ class PipelineHealth:
         """Pipeline id -> reason, for every broken pipeline."""
         with self._lock:
             return dict(self._broken)
+
+
+Check = dict[str, str]
+"""One dependency's state: ``{"status": "ok"}`` or ``{"status": "down", "error": ..., "detail":
+...}``."""
+
+
+def dependencies(reader: MetricsReader, pipelines: PipelineStore, now: float) -> dict[str, Check]:
+    """Whether the service can work: the TSDB answers a query (``vector(1)`` over one minute:
+    cheap everywhere, and the same read path as the jobs, credentials included) and the
+    pipeline store can be read."""
+    end = int(now)
+    return {
+        "tsdb": _check(lambda: reader.query_range("vector(1)", end - 60, end, 60), _tsdb_down),
+        "store": _check(pipelines.list, lambda exc: True),
+    }
+
+
+def _tsdb_down(exc: OpenAnomalyError) -> bool:
+    # A refused query (or none of ours) still shows a TSDB that answers.
+    return isinstance(exc, TsdbError) and not isinstance(exc, QueryError)
+
+
+def _check(probe: Callable[[], object], down: Callable[[OpenAnomalyError], bool]) -> Check:
+    try:
+        probe()
+    except OpenAnomalyError as exc:  # the adapters translate their libraries' errors
+        if down(exc):
+            return {"status": "down", "error": type(exc).__name__, "detail": shorten(str(exc), 300)}
+    return {"status": "ok"}
