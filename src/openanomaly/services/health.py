@@ -7,7 +7,6 @@ break a pipeline: every pipeline fails alike and recovers alike."""
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Callable
 
 from openanomaly.domain.text import shorten
