@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import SecretStr
 
+from openanomaly.errors import ConfigError
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -26,6 +28,7 @@ from openanomaly.ports import (
     ModelRegistry,
     PipelineStore,
     Scheduler,
+    SourcedPipelineStore,
     Telemetry,
 )
 from openanomaly.services.cache import ModelCache
@@ -75,9 +78,12 @@ def bootstrap(
     scheduler: Scheduler | None = None,
     telemetry: Telemetry | None = None,
     clock: Clock = time.time,
+    follow: Path | None = None,
 ) -> Container:
-    """Build every adapter the settings ask for, unless a test hands one in."""
+    """Build every adapter the settings ask for, unless a test hands one in. ``follow`` is the
+    file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``)."""
     settings = settings or load_settings()
+    sql_pipelines: SourcedPipelineStore | None = None
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
         if telemetry is None:
             from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
@@ -99,7 +105,7 @@ def bootstrap(
             registry = registry or sql
             checkpoints = checkpoints or sql
             if pipelines is None and settings.config_store == "sqlite":
-                pipelines = sql
+                pipelines = sql_pipelines = sql
         if pipelines is None:
             from openanomaly.adapters.config.yaml_file import YamlPipelineStore
 
@@ -107,10 +113,15 @@ def bootstrap(
             pipelines = YamlPipelineStore(settings.pipelines_file)
         artifacts = artifacts or _artifacts(settings)
         engines = engines or engine_factory(settings)
+        validator = PipelineValidator(engines, max_steps=settings.max_range_steps)
+        if follow is not None:
+            if sql_pipelines is None:
+                raise ConfigError("needs config_store=sqlite", where="run --pipelines")
+            from openanomaly.adapters.config.followed_file import FollowedFileStore
+
+            pipelines = FollowedFileStore(sql_pipelines, follow, check=validator)
         # Every write of a pipeline (API, CLI) is checked against the engines installed here.
-        pipelines = ValidatingPipelineStore(
-            pipelines, PipelineValidator(engines, max_steps=settings.max_range_steps)
-        )
+        pipelines = ValidatingPipelineStore(pipelines, validator)
         service = Service(
             pipelines=pipelines,
             registry=registry,

@@ -44,9 +44,9 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _container() -> Container:
+def _container(follow: Path | None = None) -> Container:
     """The container of one command; use it in a ``with`` block, which closes it."""
-    c = bootstrap()
+    c = bootstrap(follow=follow)
     _setup_logging(c.settings.log_level)
     return c
 
@@ -178,15 +178,17 @@ def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResu
 @app.command()
 def run(
     pipelines: Annotated[
-        Path | None, typer.Option(help="apply this pipelines file to the store first")
+        Path | None,
+        typer.Option(
+            help="follow this pipelines file: applied to the store at start and when it "
+            "changes; its pipelines removed from it are deleted (the API's are kept)"
+        ),
     ] = None,
 ) -> None:
     """Run the standalone service: scheduler, workers and the HTTP API (health, /metrics)."""
     from openanomaly.runner import run_service
 
-    with _container() as c:
-        if pipelines is not None:
-            _apply_valid(c, pipelines)
+    with _container(follow=pipelines) as c:
         run_service(c)
 
 
@@ -272,25 +274,6 @@ def _apply(c: Container, file: Path) -> None:
     for p in load_pipeline_file(file, check=_validator(c)):
         c.service.pipelines.put(p)
         out.print(f"applied {p.id}")
-
-
-def _apply_valid(c: Container, file: Path) -> None:
-    """For ``run``: apply the pipelines that can run, log the others, never fail to start."""
-    from openanomaly.adapters.config.yaml_file import load_pipeline_file
-
-    log = logging.getLogger(__name__)
-    try:
-        pipelines = load_pipeline_file(file)
-    except OpenAnomalyError as exc:
-        log.error("%s not applied, serving the stored pipelines:\n%s", file, exc)
-        return
-    for p in pipelines:
-        try:
-            c.service.pipelines.put(p)
-        except OpenAnomalyError as exc:
-            log.error("pipeline %s not applied: %s", p.id, exc)
-        else:
-            log.info("applied %s", p.id)
 
 
 def main() -> None:

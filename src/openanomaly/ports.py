@@ -93,6 +93,17 @@ class PipelineStore(Protocol):
         ...
 
 
+class SourcedPipelineStore(PipelineStore, Protocol):
+    """A PipelineStore that knows where each pipeline came from (the API, or a file)."""
+
+    def replace_source(
+        self, source: str, specs: Sequence[Pipeline], *, keep: Iterable[str] = ()
+    ) -> list[str]:
+        """Write ``specs`` as coming from ``source``; delete that source's other pipelines,
+        except the ids in ``keep``; return the ids deleted."""
+        ...
+
+
 class ModelRegistry(Protocol):
     def record(self, version: ModelVersion, *, activate: bool = True) -> None:
         """Add a version (one with the same id is replaced: a retried training is harmless)."""
