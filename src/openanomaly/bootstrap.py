@@ -26,12 +26,14 @@ from openanomaly.ports import (
     MetricsReader,
     MetricsWriter,
     ModelRegistry,
+    OutcomeStore,
     PipelineStore,
     Scheduler,
     SourcedPipelineStore,
     Telemetry,
 )
 from openanomaly.services.cache import ModelCache
+from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
@@ -84,6 +86,7 @@ def bootstrap(
     file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``)."""
     settings = settings or load_settings()
     sql_pipelines: SourcedPipelineStore | None = None
+    outcomes: OutcomeStore | None = None  # in this process unless there is a database
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
         if telemetry is None:
             from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
@@ -103,6 +106,7 @@ def bootstrap(
             sql = SqlStore(settings.database_url.get_secret_value())
             opened.callback(sql.close)
             registry = registry or sql
+            outcomes = sql
             checkpoints = checkpoints or sql
             if pipelines is None and settings.config_store == "sqlite":
                 pipelines = sql_pipelines = sql
@@ -142,6 +146,7 @@ def bootstrap(
             ),
             telemetry=telemetry,
             clock=clock,
+            health=PipelineHealth(outcomes, clock=clock),
         )
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher

@@ -18,6 +18,7 @@ from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
+from openanomaly.ports import JobOutcome
 from openanomaly.services.backtest import BacktestResult
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
@@ -227,6 +228,57 @@ def serve_model(
 def settings() -> None:
     """Show the effective settings (secrets masked)."""
     out.print_json(json.dumps(load_settings().describe()))
+
+
+@app.command()
+def status(
+    pipeline: Annotated[str | None, typer.Argument(help="one pipeline (default: all)")] = None,
+) -> None:
+    """Each pipeline's state, last train and infer, model, and points flagged in 24 hours."""
+    from openanomaly.services.status import report
+
+    with _container() as c:
+        s = c.service
+        specs = [s.pipelines.get(pipeline)] if pipeline else s.pipelines.list()
+        reports = [
+            report(
+                p,
+                validator=_validator(c),
+                health=s.health,
+                registry=s.registry,
+                reader=s.reader,
+                now=s.clock(),
+            )
+            for p in specs
+        ]
+    table = Table()
+    for col in ("id", "state", "last train", "last infer", "model", "series", "flagged 24h"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    for r in reports:
+        m = r.model
+        table.add_row(
+            r.pipeline_id,
+            r.state,
+            _outcome(r.last_train),
+            _outcome(r.last_infer),
+            f"{m.version} ({_age(m.age_seconds)} old)" if m else "-",
+            str(m.series) if m else "-",
+            "?" if r.flagged_24h is None else str(r.flagged_24h),
+            shorten(f"{iso(int(r.last_error_at))} {r.last_error}", 200) if r.last_error_at else "-",
+        )
+    out.print(table)
+
+
+def _outcome(o: JobOutcome | None) -> str:
+    return "-" if o is None else f"{iso(int(o.at))} {'ok' if o.ok else 'error'}"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @pipelines_app.command("list")

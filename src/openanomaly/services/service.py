@@ -63,7 +63,7 @@ class Service:
             self.health.failed(job.pipeline_id, job.kind, exc)
             raise
         self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
-        self.health.succeeded(job.pipeline_id)
+        self.health.succeeded(job.pipeline_id, job.kind)
         return result
 
     def run_logged(self, job: Job) -> None:

@@ -33,7 +33,7 @@ from openanomaly.errors import (
     StoreError,
     StoreUnavailable,
 )
-from openanomaly.ports import Clock
+from openanomaly.ports import Clock, JobOutcome
 
 _KEY = 255  # VARCHAR length for ids: indexable everywhere
 API_SOURCE = "api"
@@ -83,6 +83,17 @@ checkpoints = sa.Table(
     metadata,
     sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
     sa.Column("last_end", sa.BigInteger, nullable=False),
+)
+
+job_outcomes = sa.Table(
+    "job_outcomes",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_at", sa.Double, nullable=True),
 )
 
 
@@ -284,6 +295,27 @@ class SqlStore:
                 return
             if not _insert_new(conn, checkpoints, {"pipeline_id": pipeline_id, "last_end": end}):
                 conn.execute(forward)  # another writer created it meanwhile: move it if behind
+
+    # -- OutcomeStore --------------------------------------------------------------------------
+
+    def record_outcome(self, pipeline_id: str, kind: str, at: float, error: str | None) -> None:
+        values: dict[str, Any] = {"at": at, "ok": error is None}
+        if error is not None:
+            values |= {"error": error, "error_at": at}
+        with self._tx(write=True) as conn:
+            _upsert(conn, job_outcomes, {"pipeline_id": pipeline_id, "kind": kind}, values)
+
+    def outcomes(self, pipeline_id: str) -> dict[str, JobOutcome]:
+        c = job_outcomes.c
+        query = sa.select(c.kind, c.at, c.ok, c.error, c.error_at).where(
+            c.pipeline_id == pipeline_id
+        )
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return {
+            kind: JobOutcome(at, bool(ok), error, error_at)
+            for kind, at, ok, error, error_at in rows
+        }
 
     # -- plumbing ------------------------------------------------------------------------------
 
