@@ -163,3 +163,38 @@ def test_metrics_carry_the_process_and_no_created_samples(client: TestClient) ->
     assert "_created" not in text
     assert 'openanomaly_failures_total{stage="job"} 1.0' in text
     assert 'openanomaly_failures_total{stage="sync"} 0.0' in text
+
+
+def test_status_shows_the_last_jobs_and_survives_a_restart(tmp_path: Path) -> None:
+    db = SecretStr(f"sqlite:///{tmp_path / 'openanomaly.db'}")
+    ts = np.arange(NOW - 7200, NOW + 1, 60)
+    metrics = MemoryMetrics({"m": SeriesBatch(({"__name__": "m"},), ts, np.ones((1, ts.size)))})
+
+    def app() -> Container:
+        return bootstrap(
+            Settings(database_url=db),
+            reader=metrics,
+            writer=metrics,
+            artifacts=MemoryArtifactStore(),
+            engines=MemoryEngineFactory(),
+            dispatcher=RecordingDispatcher(),
+            clock=lambda: NOW,
+        )
+
+    with app() as c, TestClient(create_app(c)) as tc:
+        tc.put("/api/v1/pipelines/p", json=PIPELINE)
+        tc.put("/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"})
+        assert tc.post("/api/v1/pipelines/p/train").status_code == 200
+        assert tc.post("/api/v1/pipelines/e/train").status_code == 422
+    with app() as c, TestClient(create_app(c)) as tc:  # a restart
+        p = tc.get("/api/v1/pipelines/p/status").json()
+        listed = {s["id"]: s["status"] for s in tc.get("/api/v1/pipelines").json()}
+
+    assert p["state"] == "ok" and p["ok"] and p["last_infer"] is None
+    assert p["last_train"] == {"at": NOW, "ok": True, "error": None, "error_at": None}
+    assert p["model"]["series"] == 1 and p["model"]["age_seconds"] == 0
+    assert p["flagged_24h"] is None  # the fake TSDB cannot count: unknown, not 0
+    e = listed["e"]
+    assert e["last_train"]["ok"] is False and e["last_error"].startswith("train: ")
+    assert e["last_error_at"] == NOW and e["model"] is None
+    assert listed["p"] == p
