@@ -87,8 +87,8 @@ def test_injected_anomalies_score_above_one_normal_points_below(
         assert "6 series" in out
     tsdb.flush()
     status = oa(env, "status", pid).stdout
-    row = next(line for line in status.splitlines() if pid in line)
-    assert " ok " in row and "error" not in row, status  # state, last train, last infer
+    listed = next(line for line in status.splitlines() if pid in line)
+    assert " ok " in listed and "error" not in listed, status  # state, last train, last infer
 
     # last_over_time over one step: exactly the written samples, no lookback filling.
     query = f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])'
