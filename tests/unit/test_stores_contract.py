@@ -195,7 +195,9 @@ def test_yaml_store_is_read_only_and_names_the_file(tmp_path: Path) -> None:
     before = path.stat().st_mtime_ns
     store = YamlPipelineStore(path)
 
-    with pytest.raises(ReadOnlyFile, match=rf"{re.escape(str(path))}.*change it in that file"):
+    with pytest.raises(
+        ReadOnlyFile, match=rf"{re.escape(str(path))}.*change pipeline 'new' in that file"
+    ):
         store.put(pipeline("new"))
     with pytest.raises(ReadOnlyFile) as caught:
         store.delete("alpha")

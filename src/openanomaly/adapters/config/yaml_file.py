@@ -28,8 +28,8 @@ class ReadOnlyFile(Conflict):
         self.path = path
         OpenAnomalyError.__init__(
             self,
-            f"pipeline {pipeline_id!r} is kept in {path} (config_store=yaml): "
-            "change it in that file, not through OpenAnomaly",
+            f"pipelines are kept in {path} (config_store=yaml): change pipeline "
+            f"{pipeline_id!r} in that file, not through OpenAnomaly",
         )
         self.kind, self.ident = "pipeline", pipeline_id
 
