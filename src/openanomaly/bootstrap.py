@@ -12,9 +12,11 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import SecretStr
 
+from openanomaly.errors import ConfigError
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -25,12 +27,15 @@ from openanomaly.ports import (
     MetricsReader,
     MetricsWriter,
     ModelRegistry,
+    OutcomeStore,
     PipelineStore,
     SampleReader,
     Scheduler,
+    SourcedPipelineStore,
     Telemetry,
 )
 from openanomaly.services.cache import ModelCache
+from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
@@ -78,9 +83,13 @@ def bootstrap(
     scheduler: Scheduler | None = None,
     telemetry: Telemetry | None = None,
     clock: Clock = time.time,
+    follow: Path | None = None,
 ) -> Container:
-    """Build every adapter the settings ask for, unless a test hands one in."""
+    """Build every adapter the settings ask for, unless a test hands one in. ``follow`` is the
+    file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``)."""
     settings = settings or load_settings()
+    sql_pipelines: SourcedPipelineStore | None = None
+    outcomes: OutcomeStore | None = None  # in this process unless there is a database
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
         if telemetry is None:
             from openanomaly.adapters.telemetry.prometheus import PrometheusTelemetry
@@ -103,9 +112,10 @@ def bootstrap(
             sql = SqlStore(settings.database_url.get_secret_value())
             opened.callback(sql.close)
             registry = registry or sql
+            outcomes = sql
             checkpoints = checkpoints or sql
             if pipelines is None and settings.config_store == "sqlite":
-                pipelines = sql
+                pipelines = sql_pipelines = sql
         if pipelines is None:
             from openanomaly.adapters.config.yaml_file import YamlPipelineStore
 
@@ -113,10 +123,15 @@ def bootstrap(
             pipelines = YamlPipelineStore(settings.pipelines_file)
         artifacts = artifacts or _artifacts(settings)
         engines = engines or engine_factory(settings)
+        validator = PipelineValidator(engines, max_steps=settings.max_range_steps)
+        if follow is not None:
+            if sql_pipelines is None:
+                raise ConfigError("needs config_store=sqlite", where="run --pipelines")
+            from openanomaly.adapters.config.followed_file import FollowedFileStore
+
+            pipelines = FollowedFileStore(sql_pipelines, follow, check=validator)
         # Every write of a pipeline (API, CLI) is checked against the engines installed here.
-        pipelines = ValidatingPipelineStore(
-            pipelines, PipelineValidator(engines, max_steps=settings.max_range_steps)
-        )
+        pipelines = ValidatingPipelineStore(pipelines, validator)
         service = Service(
             pipelines=pipelines,
             registry=registry,
@@ -139,6 +154,7 @@ def bootstrap(
             telemetry=telemetry,
             clock=clock,
             leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
+            health=PipelineHealth(outcomes, clock=clock),
         )
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
@@ -150,7 +166,9 @@ def bootstrap(
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
 
-            scheduler = ApsScheduler(service, dispatcher, sync_every=settings.pipeline_sync_every)
+            scheduler = ApsScheduler(
+                service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
+            )
         opened.callback(scheduler.stop)  # last in, first out: no new jobs, then the workers
         return Container(
             settings,

@@ -18,6 +18,7 @@ from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
+from openanomaly.ports import JobOutcome
 from openanomaly.services.backtest import BacktestResult
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
@@ -38,11 +39,15 @@ def _setup_logging(level: str) -> None:
     )
     # One line per HTTP request is noise at INFO; failures are reported by our own adapters.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    # APScheduler logs every job it runs at INFO (445 of 740 lines in a demo run): DEBUG only.
+    logging.getLogger("apscheduler").setLevel(
+        logging.DEBUG if level == "DEBUG" else logging.WARNING
+    )
 
 
-def _container() -> Container:
+def _container(follow: Path | None = None) -> Container:
     """The container of one command; use it in a ``with`` block, which closes it."""
-    c = bootstrap()
+    c = bootstrap(follow=follow)
     _setup_logging(c.settings.log_level)
     return c
 
@@ -176,15 +181,17 @@ def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResu
 @app.command()
 def run(
     pipelines: Annotated[
-        Path | None, typer.Option(help="apply this pipelines file to the store first")
+        Path | None,
+        typer.Option(
+            help="follow this pipelines file: applied to the store at start and when it "
+            "changes; its pipelines removed from it are deleted (the API's are kept)"
+        ),
     ] = None,
 ) -> None:
     """Run the standalone service: scheduler, workers and the HTTP API (health, /metrics)."""
     from openanomaly.runner import run_service
 
-    with _container() as c:
-        if pipelines is not None:
-            _apply_valid(c, pipelines)
+    with _container(follow=pipelines) as c:
         run_service(c)
 
 
@@ -223,6 +230,57 @@ def serve_model(
 def settings() -> None:
     """Show the effective settings (secrets masked)."""
     out.print_json(json.dumps(load_settings().describe()))
+
+
+@app.command()
+def status(
+    pipeline: Annotated[str | None, typer.Argument(help="one pipeline (default: all)")] = None,
+) -> None:
+    """Each pipeline's state, last train and infer, model, and points flagged in 24 hours."""
+    from openanomaly.services.status import report
+
+    with _container() as c:
+        s = c.service
+        specs = [s.pipelines.get(pipeline)] if pipeline else s.pipelines.list()
+        reports = [
+            report(
+                p,
+                validator=_validator(c),
+                health=s.health,
+                registry=s.registry,
+                reader=s.reader,
+                now=s.clock(),
+            )
+            for p in specs
+        ]
+    table = Table()
+    for col in ("id", "state", "last train", "last infer", "model", "series", "flagged 24h"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("last error", overflow="fold")
+    for r in reports:
+        m = r.model
+        table.add_row(
+            r.pipeline_id,
+            r.state,
+            _outcome(r.last_train),
+            _outcome(r.last_infer),
+            f"{m.version} ({_age(m.age_seconds)} old)" if m else "-",
+            str(m.series) if m else "-",
+            "?" if r.flagged_24h is None else str(r.flagged_24h),
+            shorten(f"{iso(int(r.last_error_at))} {r.last_error}", 200) if r.last_error_at else "-",
+        )
+    out.print(table)
+
+
+def _outcome(o: JobOutcome | None) -> str:
+    return "-" if o is None else f"{iso(int(o.at))} {'ok' if o.ok else 'error'}"
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
 
 
 @pipelines_app.command("list")
@@ -270,25 +328,6 @@ def _apply(c: Container, file: Path) -> None:
     for p in load_pipeline_file(file, check=_validator(c)):
         c.service.pipelines.put(p)
         out.print(f"applied {p.id}")
-
-
-def _apply_valid(c: Container, file: Path) -> None:
-    """For ``run``: apply the pipelines that can run, log the others, never fail to start."""
-    from openanomaly.adapters.config.yaml_file import load_pipeline_file
-
-    log = logging.getLogger(__name__)
-    try:
-        pipelines = load_pipeline_file(file)
-    except OpenAnomalyError as exc:
-        log.error("%s not applied, serving the stored pipelines:\n%s", file, exc)
-        return
-    for p in pipelines:
-        try:
-            c.service.pipelines.put(p)
-        except OpenAnomalyError as exc:
-            log.error("pipeline %s not applied: %s", p.id, exc)
-        else:
-            log.info("applied %s", p.id)
 
 
 def main() -> None:

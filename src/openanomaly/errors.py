@@ -8,6 +8,7 @@ the few defined next to the adapter or engine that raises them say where.
     │   └── PipelineFileError   a pipelines file that cannot be used (adapters/config/yaml_file)
     ├── NotFound                no such pipeline / model version / artifact
     ├── Conflict                already exists
+    │   └── ReadOnlyFile        a GitOps file written through OpenAnomaly (config/yaml_file)
     ├── PipelineBusy            another process holds the pipeline's lease
     ├── StoreError              a pipeline, registry or artifact store failed (carries which)
     │   └── StoreUnavailable    the database cannot be reached or opened (down, refused, locked)

@@ -4,6 +4,7 @@ in-memory fakes of every port live in ``adapters/memory.py``."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Literal, Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -105,6 +106,40 @@ class PipelineStore(Protocol):
 
     def delete(self, pipeline_id: str) -> None:
         """Raises NotFound."""
+        ...
+
+
+class SourcedPipelineStore(PipelineStore, Protocol):
+    """A PipelineStore that knows where each pipeline came from (the API, or a file)."""
+
+    def replace_source(
+        self, source: str, specs: Sequence[Pipeline], *, keep: Iterable[str] = ()
+    ) -> list[str]:
+        """Write ``specs`` as coming from ``source``; delete that source's other pipelines,
+        except the ids in ``keep``; return the ids deleted."""
+        ...
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How the last job of one kind (``train``, ``infer``) of a pipeline ended, and the last
+    time one failed (kept after a success, for the status)."""
+
+    at: float
+    ok: bool
+    error: str | None = None
+    error_at: float | None = None
+
+
+class OutcomeStore(Protocol):
+    """The last outcome of each pipeline's train and infer jobs, kept across restarts."""
+
+    def record_outcome(self, pipeline_id: str, kind: str, at: float, error: str | None) -> None:
+        """Record that a ``kind`` job ended at ``at``, failed with ``error`` (None: ok)."""
+        ...
+
+    def outcomes(self, pipeline_id: str) -> dict[str, JobOutcome]:
+        """Kind -> its last outcome; kinds never run are absent."""
         ...
 
 
@@ -244,6 +279,11 @@ class Telemetry(Protocol):
 
     def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
         """Which of ``pipelines`` are broken now (see ``PipelineHealth``)."""
+        ...
+
+    def failed(self, stage: str) -> None:
+        """Something failed outside a job: ``sync`` (reading the store), ``tick`` (deciding
+        what is due). A job's failure is ``job_done(..., "error", ...)``."""
         ...
 
     def exposition(self) -> tuple[bytes, str]:

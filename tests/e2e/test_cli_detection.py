@@ -86,6 +86,9 @@ def test_injected_anomalies_score_above_one_normal_points_below(
         out = oa(env, "infer", pid, "--from", str(start), "--to", str(start + WINDOW)).stdout
         assert "6 series" in out
     tsdb.flush()
+    status = oa(env, "status", pid).stdout
+    listed = next(line for line in status.splitlines() if pid in line)
+    assert " ok " in listed and "error" not in listed, status  # state, last train, last infer
 
     # last_over_time over one step: exactly the written samples, no lookback filling.
     query = f'last_over_time(anomaly_score{{pipeline="{pid}"}}[{STEP}s])'
@@ -189,3 +192,22 @@ def test_backtest_cli_reports_writes_and_plots(victoriametrics: TsdbServer, tmp_
     assert len(written) == 3 and np.isfinite(written.values).sum() == 3 * 900 // STEP
     spiked = next(i for i, lb in enumerate(written.labels) if lb["instance"] == "host-00002")
     assert np.nanmax(written.values[spiked]) > 1
+
+
+def test_a_gitops_file_is_not_rewritten_by_the_cli(
+    victoriametrics: TsdbServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "p.yaml"
+    text = "pipelines:\n  - {id: a, query: up}  # kept as written\n"
+    path.write_text(text)
+    env = oa_env(victoriametrics, tmp_path) | {
+        "OA_CONFIG_STORE": "yaml",
+        "OA_PIPELINES_FILE": str(path),
+    }
+    other = tmp_path / "other.yaml"
+    other.write_text("pipelines:\n  - {id: b, query: up}\n")
+
+    for args in (("pipelines", "delete", "a"), ("pipelines", "apply", str(other))):
+        proc = oa(env, *args, check=False)
+        assert proc.returncode != 0 and f"kept in {path}" in proc.stderr, proc.stderr
+    assert path.read_text() == text

@@ -71,7 +71,9 @@ def test_token_is_required_for_the_api_but_not_for_health(client: TestClient) ->
     assert client.get("/api/v1/pipelines", headers=bad).status_code == 401
     assert client.get("/api/v1/pipelines", headers=auth()).json() == []
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").status_code == 200
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"tsdb": {"status": "ok"}, "store": {"status": "ok"}}
 
 
 def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
@@ -124,4 +126,75 @@ def test_a_failing_store_is_an_http_error_and_not_ready(
         r = tc.get("/api/v1/pipelines")
         assert (r.status_code, r.json()["error"]) == (status, error)
         ready = tc.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["detail"] == error
+        assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
+        checks = ready.json()["checks"]
+        assert checks["store"]["status"] == "down" and checks["store"]["error"] == error
+        assert checks["tsdb"] == {"status": "ok"}
+
+
+def test_a_gitops_file_is_read_only_through_the_api(tmp_path: Path) -> None:
+    path = tmp_path / "pipelines.yaml"
+    text = "pipelines:\n  - {id: p, query: m, step: 1m, train: {window: 1h}}  # ours\n"
+    path.write_text(text)
+    metrics = MemoryMetrics()
+    db = SecretStr(f"sqlite:///{tmp_path / 'openanomaly.db'}")
+    settings = Settings(config_store="yaml", pipelines_file=path, database_url=db)
+    with (
+        bootstrap(settings, reader=metrics, writer=metrics, dispatcher=RecordingDispatcher()) as c,
+        TestClient(create_app(c)) as tc,
+    ):
+        put = tc.put("/api/v1/pipelines/q", json={**PIPELINE, "id": "q"})
+        delete = tc.delete("/api/v1/pipelines/p")
+        assert tc.get("/api/v1/pipelines/p").status_code == 200
+    for r in (put, delete):
+        assert r.status_code == 409 and r.json()["error"] == "ReadOnlyFile"
+        assert str(path) in r.json()["detail"]
+    assert path.read_text() == text
+
+
+def test_metrics_carry_the_process_and_no_created_samples(client: TestClient) -> None:
+    client.put("/api/v1/pipelines/p", json=PIPELINE, headers=auth())
+    client.put("/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "no"}, headers=auth())
+    client.post("/api/v1/pipelines/e/train", headers=auth())
+
+    text = client.get("/metrics").text
+
+    assert "process_resident_memory_bytes " in text and "python_info{" in text
+    assert "_created" not in text
+    assert 'openanomaly_failures_total{stage="job"} 1.0' in text
+    assert 'openanomaly_failures_total{stage="sync"} 0.0' in text
+
+
+def test_status_shows_the_last_jobs_and_survives_a_restart(tmp_path: Path) -> None:
+    db = SecretStr(f"sqlite:///{tmp_path / 'openanomaly.db'}")
+    ts = np.arange(NOW - 7200, NOW + 1, 60)
+    metrics = MemoryMetrics({"m": SeriesBatch(({"__name__": "m"},), ts, np.ones((1, ts.size)))})
+
+    def app() -> Container:
+        return bootstrap(
+            Settings(database_url=db),
+            reader=metrics,
+            writer=metrics,
+            artifacts=MemoryArtifactStore(),
+            engines=MemoryEngineFactory(),
+            dispatcher=RecordingDispatcher(),
+            clock=lambda: NOW,
+        )
+
+    with app() as c, TestClient(create_app(c)) as tc:
+        tc.put("/api/v1/pipelines/p", json=PIPELINE)
+        tc.put("/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"})
+        assert tc.post("/api/v1/pipelines/p/train").status_code == 200
+        assert tc.post("/api/v1/pipelines/e/train").status_code == 422
+    with app() as c, TestClient(create_app(c)) as tc:  # a restart
+        p = tc.get("/api/v1/pipelines/p/status").json()
+        listed = {s["id"]: s["status"] for s in tc.get("/api/v1/pipelines").json()}
+
+    assert p["state"] == "ok" and p["ok"] and p["last_infer"] is None
+    assert p["last_train"] == {"at": NOW, "ok": True, "error": None, "error_at": None}
+    assert p["model"]["series"] == 1 and p["model"]["age_seconds"] == 0
+    assert p["flagged_24h"] is None  # the fake TSDB cannot count: unknown, not 0
+    e = listed["e"]
+    assert e["last_train"]["ok"] is False and e["last_error"].startswith("train: ")
+    assert e["last_error_at"] == NOW and e["model"] is None
+    assert listed["p"] == p

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,11 +20,22 @@ import pytest
 from openanomaly.adapters.artifacts.local import LocalArtifactStore
 from openanomaly.adapters.artifacts.noop import NoOpArtifactStore
 from openanomaly.adapters.config.sql import SqlStore
-from openanomaly.adapters.config.yaml_file import PipelineFileError, YamlPipelineStore
+from openanomaly.adapters.config.yaml_file import (
+    PipelineFileError,
+    ReadOnlyFile,
+    YamlPipelineStore,
+)
 from openanomaly.adapters.memory import MemoryArtifactStore, MemoryPipelineStore, MemoryRegistry
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import ConfigError, NotFound, PipelineBusy, StoreError, StoreUnavailable
+from openanomaly.errors import (
+    ConfigError,
+    Conflict,
+    NotFound,
+    PipelineBusy,
+    StoreError,
+    StoreUnavailable,
+)
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -71,12 +83,11 @@ def sql_store(tmp_path: Path) -> SqlStore:
     return SqlStore(f"sqlite:///{tmp_path / 'openanomaly.db'}")
 
 
-@pytest.fixture(params=["memory", "yaml", "sql"])
+@pytest.fixture(params=["memory", "sql"])
 def pipeline_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[PipelineStore]:
+    # The YAML store is read-only: its own tests below.
     if request.param == "memory":
         yield MemoryPipelineStore()
-    elif request.param == "yaml":
-        yield YamlPipelineStore(tmp_path / "pipelines.yaml")
     else:
         store = sql_store(tmp_path)
         yield store
@@ -191,29 +202,24 @@ pipelines:
 """
 
 
-def test_yaml_store_rewrites_keep_other_pipelines_as_written(tmp_path: Path) -> None:
+def test_yaml_store_is_read_only_and_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "pipelines.yaml"
-    path.write_text(USER_FILE)
+    path.write_text("# ours\n" + USER_FILE)
+    before = path.stat().st_mtime_ns
     store = YamlPipelineStore(path)
 
-    store.put(pipeline("new", step="30s"))
-    store.delete("alpha")
+    with pytest.raises(
+        ReadOnlyFile, match=rf"{re.escape(str(path))}.*change pipeline 'new' in that file"
+    ):
+        store.put(pipeline("new"))
+    with pytest.raises(ReadOnlyFile) as caught:
+        store.delete("alpha")
+    with pytest.raises(NotFound):
+        store.delete("nope")
 
-    text = path.read_text()
-    assert "window: 14d" in text  # not re-spelled as 2w, nor filled with defaults
-    assert "train_window" not in text and "max_catchup" not in text
-    assert [p.id for p in YamlPipelineStore(path).list()] == ["new", "zeta"]
-    assert [p.name for p in tmp_path.iterdir()] == ["pipelines.yaml"]  # no temp file left
-
-
-def test_yaml_store_keeps_a_bare_list_bare(tmp_path: Path) -> None:
-    path = tmp_path / "pipelines.yaml"
-    path.write_text("- id: a\n  query: up\n")
-
-    YamlPipelineStore(path).put(pipeline("b"))
-
-    assert path.read_text().startswith("- id: a\n")
-    assert [p.id for p in YamlPipelineStore(path).list()] == ["a", "b"]
+    assert isinstance(caught.value, Conflict) and caught.value.path == path
+    assert path.read_text() == "# ours\n" + USER_FILE and path.stat().st_mtime_ns == before
+    assert [p.id for p in store.list()] == ["alpha", "zeta"]
 
 
 def test_yaml_store_sees_edits_to_the_file(tmp_path: Path) -> None:
@@ -236,18 +242,7 @@ def test_yaml_store_refuses_a_broken_file_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(PipelineFileError, match=r"pipelines\.yaml:4: pipelines\[0\]\.train"):
         store.list()
     with pytest.raises(ConfigError):
-        store.put(pipeline("b"))  # never rewrite a file it cannot read
-    assert "14x" in path.read_text()
-
-
-def test_yaml_store_keeps_the_file_mode(tmp_path: Path) -> None:
-    path = tmp_path / "pipelines.yaml"
-    path.write_text(USER_FILE)
-    path.chmod(0o640)
-
-    YamlPipelineStore(path).put(pipeline("b"))
-
-    assert path.stat().st_mode & 0o777 == 0o640
+        store.get("alpha")  # never a stale config
 
 
 # -- SqlStore as PipelineStore -----------------------------------------------------------------
@@ -627,8 +622,6 @@ def test_yaml_store_file_system_failures_are_store_errors(tmp_path: Path) -> Non
     with pytest.raises(StoreError, match=r"pipelines\.yaml") as caught:
         store.list()
     assert caught.value.store == "pipelines file"
-    with pytest.raises(StoreError):
-        store.put(pipeline("a"))
 
 
 def test_noop_store_keeps_nothing() -> None:

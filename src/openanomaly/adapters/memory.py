@@ -380,6 +380,7 @@ class RecordingTelemetry:
         self.inferences: list[InferResult] = []
         self.dropped: dict[str, int] = {}
         self.broken: set[str] = set()
+        self.failed_stages: list[str] = []
         self._lock = threading.Lock()
 
     def job_done(
@@ -399,6 +400,10 @@ class RecordingTelemetry:
     def pipelines_broken(self, pipelines: Iterable[str], broken: Iterable[str]) -> None:
         with self._lock:
             self.broken = set(broken)
+
+    def failed(self, stage: str) -> None:
+        with self._lock:
+            self.failed_stages.append(stage)
 
     def exposition(self) -> tuple[bytes, str]:
         with self._lock:

@@ -14,7 +14,7 @@ from openanomaly.domain.grid import align
 from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
-from openanomaly.errors import OpenAnomalyError, PipelineBusy
+from openanomaly.errors import NotFound, OpenAnomalyError, PipelineBusy
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
@@ -77,7 +77,7 @@ class Service:
             self.health.failed(job.pipeline_id, job.kind, exc)
             raise
         self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
-        self.health.succeeded(job.pipeline_id)
+        self.health.succeeded(job.pipeline_id, job.kind)
         return result
 
     def run_logged(self, job: Job) -> None:
@@ -86,6 +86,13 @@ class Service:
             self.run(job)
         except PipelineBusy as exc:
             log.info("%s job skipped: %s", job.kind, exc)
+        except NotFound as exc:
+            if (exc.kind, exc.ident) != ("pipeline", job.pipeline_id):
+                log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
+            else:  # deleted while the job was queued: the scheduler drops it at its next sync
+                log.info(
+                    "%s job for pipeline=%s skipped: pipeline deleted", job.kind, job.pipeline_id
+                )
         except OpenAnomalyError as exc:
             log.error("%s job for pipeline=%s failed: %s", job.kind, job.pipeline_id, exc)
         except Exception:

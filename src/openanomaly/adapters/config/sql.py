@@ -17,7 +17,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,9 +35,10 @@ from openanomaly.errors import (
     StoreError,
     StoreUnavailable,
 )
-from openanomaly.ports import Clock
+from openanomaly.ports import Clock, JobOutcome
 
 _KEY = 255  # VARCHAR length for ids: indexable everywhere
+API_SOURCE = "api"
 
 metadata = sa.MetaData()
 
@@ -47,6 +48,9 @@ pipelines = sa.Table(
     sa.Column("id", sa.String(_KEY), primary_key=True),
     sa.Column("spec", sa.Text, nullable=False),  # Pipeline as JSON
     sa.Column("updated_at", sa.Double, nullable=False),
+    # Who wrote it: "api" (the API, `pipelines apply`) or the path of the file `run --pipelines`
+    # follows; the file's pipelines go when they leave the file, the API's stay.
+    sa.Column("source", sa.String(_KEY), nullable=False, server_default=API_SOURCE),
 )
 
 model_versions = sa.Table(
@@ -104,6 +108,17 @@ window_journal = sa.Table(
     sa.Column("owner", sa.String(_KEY), nullable=False),
     sa.Column("begun_at", sa.Double, nullable=False),
 )
+job_outcomes = sa.Table(
+    "job_outcomes",
+    metadata,
+    sa.Column("pipeline_id", sa.String(_KEY), primary_key=True),
+    sa.Column("kind", sa.String(32), primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("error_at", sa.Double, nullable=True),
+)
+
 
 ERRORS: tuple[tuple[type[Exception], type[OpenAnomalyError]], ...] = (
     # refused, timed out, "unable to open database file", "database is locked" past busy_timeout
@@ -138,6 +153,7 @@ def _translated(url: str) -> Iterator[None]:
 _VERSION_COLUMNS = [c for c in model_versions.c if c.name != "seq"]
 _WRITE = "openanomaly_write"  # execution option: this transaction will write
 _Versions = list[ModelVersion]  # spelled here: inside SqlStore, ``list`` is the method
+_Ids = list[str]
 
 
 class SqlStore:
@@ -191,7 +207,11 @@ class SqlStore:
         return _pipeline(pipeline_id, spec)
 
     def put(self, pipeline: Pipeline) -> None:
-        values = {"spec": pipeline.model_dump_json(), "updated_at": self._clock()}
+        values = {
+            "spec": pipeline.model_dump_json(),
+            "updated_at": self._clock(),
+            "source": API_SOURCE,
+        }
         with self._tx(write=True) as conn:
             _upsert(conn, pipelines, {"id": pipeline.id}, values)
 
@@ -200,6 +220,25 @@ class SqlStore:
             gone = conn.execute(pipelines.delete().where(pipelines.c.id == pipeline_id))
             if not gone.rowcount:
                 raise NotFound("pipeline", pipeline_id)
+
+    def replace_source(
+        self, source: str, specs: Sequence[Pipeline], *, keep: Iterable[str] = ()
+    ) -> _Ids:
+        """Make ``specs`` the pipelines of ``source`` (a file's path), in one transaction:
+        each is written with that source, and the others of that source are deleted unless
+        their id is in ``keep``. Pipelines of other sources are not touched, unless one of
+        ``specs`` has their id (it then comes from ``source``). Returns the deleted ids."""
+        wanted = {p.id for p in specs} | set(keep)
+        now = self._clock()
+        with self._tx(write=True) as conn:
+            for p in specs:
+                values = {"spec": p.model_dump_json(), "updated_at": now, "source": source}
+                _upsert(conn, pipelines, {"id": p.id}, values)
+            ours = conn.scalars(sa.select(pipelines.c.id).where(pipelines.c.source == source))
+            gone = sorted(set(ours) - wanted)
+            if gone:
+                conn.execute(pipelines.delete().where(pipelines.c.id.in_(gone)))
+        return gone
 
     # -- ModelRegistry -------------------------------------------------------------------------
 
@@ -344,6 +383,27 @@ class SqlStore:
         with self._tx(write=True) as conn:
             conn.execute(mine)
 
+    # -- OutcomeStore --------------------------------------------------------------------------
+
+    def record_outcome(self, pipeline_id: str, kind: str, at: float, error: str | None) -> None:
+        values: dict[str, Any] = {"at": at, "ok": error is None}
+        if error is not None:
+            values |= {"error": error, "error_at": at}
+        with self._tx(write=True) as conn:
+            _upsert(conn, job_outcomes, {"pipeline_id": pipeline_id, "kind": kind}, values)
+
+    def outcomes(self, pipeline_id: str) -> dict[str, JobOutcome]:
+        c = job_outcomes.c
+        query = sa.select(c.kind, c.at, c.ok, c.error, c.error_at).where(
+            c.pipeline_id == pipeline_id
+        )
+        with self._tx() as conn:
+            rows = conn.execute(query).all()
+        return {
+            kind: JobOutcome(at, bool(ok), error, error_at)
+            for kind, at, ok, error, error_at in rows
+        }
+
     # -- plumbing ------------------------------------------------------------------------------
 
     @contextmanager
@@ -377,6 +437,18 @@ class SqlStore:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 metadata.create_all(conn)
+                _add_missing_columns(conn)
+
+
+def _add_missing_columns(conn: sa.Connection) -> None:
+    """Columns added since a table was first created (create_all skips existing tables)."""
+    have = {c["name"] for c in sa.inspect(conn).get_columns("pipelines")}
+    if "source" not in have:
+        # A database from before sources: its pipelines were all written through the API.
+        conn.exec_driver_sql(
+            f"ALTER TABLE pipelines ADD COLUMN source VARCHAR({_KEY}) "
+            f"NOT NULL DEFAULT '{API_SOURCE}'"
+        )
 
 
 def _create_engine(url: sa.URL, busy_timeout: float) -> sa.Engine:

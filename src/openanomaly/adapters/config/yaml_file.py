@@ -1,5 +1,5 @@
 """Pipelines kept in a YAML file (GitOps): loading with errors that point at the line, and a
-read-mostly PipelineStore over the file.
+read-only PipelineStore over the file.
 
 The file holds either a top-level ``pipelines:`` list or a bare list of pipelines.
 """
@@ -16,13 +16,22 @@ import yaml
 from pydantic import ValidationError
 
 from openanomaly.adapters.config._yaml_locate import Locator, Problem
-from openanomaly.adapters.files import write_atomic
 from openanomaly.domain.spec import Pipeline, PipelineFile
-from openanomaly.errors import ConfigError, NotFound, StoreError
+from openanomaly.errors import ConfigError, Conflict, NotFound, OpenAnomalyError, StoreError
 from openanomaly.ports import PipelineCheck
 
-_Raw = list[Any]
-"""The pipelines of a file as parsed from YAML, before validation."""
+
+class ReadOnlyFile(Conflict):
+    """A write to pipelines kept in a GitOps file: they are changed in the file, not here."""
+
+    def __init__(self, path: Path, pipeline_id: str) -> None:
+        self.path = path
+        OpenAnomalyError.__init__(
+            self,
+            f"pipelines are kept in {path} (config_store=yaml): change pipeline "
+            f"{pipeline_id!r} in that file, not through OpenAnomaly",
+        )
+        self.kind, self.ident = "pipeline", pipeline_id
 
 
 class PipelineFileError(ConfigError):
@@ -64,13 +73,9 @@ def validate_file(path: str | os.PathLike[str], *, check: PipelineCheck | None =
 
 @dataclass
 class _Document:
-    """A parsed file: the pipelines in file order, and the raw items so that a rewrite keeps
-    untouched pipelines as the user wrote them (``14d`` stays ``14d``, omitted defaults stay
-    omitted)."""
+    """A parsed file: the pipelines in file order."""
 
     pipelines: dict[str, Pipeline] = field(default_factory=dict)
-    raw: _Raw = field(default_factory=list)
-    bare: bool = False
 
 
 def _read(path: Path) -> str:
@@ -86,7 +91,7 @@ def _parse(text: str, where: str, check: PipelineCheck | None = None) -> _Docume
         return _Document()
     items, bare = _items(root, data, where)
     parsed = _validate(Locator(root, where, bare), {"pipelines": items} if bare else data, check)
-    return _Document({p.id: p for p in parsed.pipelines}, list(items), bare)
+    return _Document({p.id: p for p in parsed.pipelines})
 
 
 def _items(root: yaml.Node, data: Any, where: str) -> tuple[Any, bool]:
@@ -158,10 +163,10 @@ class YamlPipelineStore:
 
     ``list``/``get`` re-read the file when it changed (modification time, size or inode), so a
     ``git pull`` is picked up without a restart; a file broken by an edit makes them raise
-    :class:`PipelineFileError` rather than serve a stale config. ``put``/``delete`` rewrite the
-    whole file atomically and keep the other pipelines as written, but not YAML comments
-    (PyYAML cannot keep them). A missing file is an empty store, created by the first ``put``.
-    Thread-safe within a process; writers in several processes are not coordinated.
+    :class:`PipelineFileError` rather than serve a stale config. The file is read-only to
+    OpenAnomaly: ``put``/``delete`` raise :class:`ReadOnlyFile` naming it (a rewrite would lose
+    the user's comments and layout, and the next commit would undo it anyway). A missing file is
+    an empty store. Thread-safe.
 
     Args:
         path: The YAML file.
@@ -185,26 +190,11 @@ class YamlPipelineStore:
         return found
 
     def put(self, pipeline: Pipeline) -> None:
-        item = pipeline.model_dump(mode="json", exclude_defaults=True)
-        with self._lock:
-            doc = self._load()
-            raw = list(doc.raw)
-            ids = list(doc.pipelines)
-            if pipeline.id in ids:
-                raw[ids.index(pipeline.id)] = item
-            else:
-                raw.append(item)
-            self._write(raw, doc.bare)
+        raise ReadOnlyFile(self.path, pipeline.id)
 
     def delete(self, pipeline_id: str) -> None:
-        with self._lock:
-            doc = self._load()
-            if pipeline_id not in doc.pipelines:
-                raise NotFound("pipeline", pipeline_id)
-            ids = list(doc.pipelines)
-            self._write(
-                [r for r, i in zip(doc.raw, ids, strict=True) if i != pipeline_id], doc.bare
-            )
+        self.get(pipeline_id)  # an unknown id is NotFound, as in every store
+        raise ReadOnlyFile(self.path, pipeline_id)
 
     def _load(self) -> _Document:
         try:
@@ -220,15 +210,6 @@ class YamlPipelineStore:
             self._doc = _parse(_read(self.path), str(self.path))
             self._stamp = stamp
         return self._doc
-
-    def _write(self, raw: _Raw, bare: bool) -> None:
-        data = raw if bare else {"pipelines": raw}
-        text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
-        try:
-            write_atomic(self.path, text.encode("utf-8"))
-        except OSError as exc:
-            raise self._failed(exc) from exc
-        self._stamp = None  # the next read parses what was written, as any other change
 
     def _failed(self, exc: OSError) -> StoreError:
         # Reading errors are the file's problem (PipelineFileError, with the line); these are

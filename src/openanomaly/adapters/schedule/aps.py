@@ -9,15 +9,15 @@ A sync job re-reads the pipeline store so pipelines added through the API are pi
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import OpenAnomalyError
-from openanomaly.ports import JobDispatcher, JobPlanner
+from openanomaly.errors import NotFound, OpenAnomalyError
+from openanomaly.ports import JobDispatcher, JobPlanner, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,16 @@ class ApsScheduler:
         planner: the application's side (the Service): pipelines, due jobs.
         dispatcher: where jobs go.
         sync_every: seconds between re-reads of the enabled pipelines.
+        telemetry: counts the failures of the sync (stage ``sync``) and of the ticks (``tick``).
     """
 
     def __init__(
-        self, planner: JobPlanner, dispatcher: JobDispatcher, *, sync_every: float = 10.0
+        self,
+        planner: JobPlanner,
+        dispatcher: JobDispatcher,
+        *,
+        sync_every: float = 10.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if sync_every <= 0:
             raise ValueError(f"sync_every must be > 0 seconds, got {sync_every}")
@@ -41,6 +47,7 @@ class ApsScheduler:
         self._aps = BackgroundScheduler(timezone="UTC")
         self._specs: dict[str, Pipeline] = {}
         self._sync_every = sync_every
+        self._telemetry = telemetry
 
     def start(self) -> None:
         self._resync()  # a store that cannot be read yet is retried by the sync job
@@ -84,8 +91,10 @@ class ApsScheduler:
         try:
             self.sync(self._planner.enabled_pipelines())
         except OpenAnomalyError as exc:
+            self._failed("sync")
             log.error("pipeline sync failed, keeping the current schedule: %s", exc)
         except Exception:
+            self._failed("sync")
             log.exception("pipeline sync failed; keeping the current schedule")
 
     def _add(self, p: Pipeline) -> None:
@@ -104,7 +113,7 @@ class ApsScheduler:
         elif p.train.every:
             trigger = IntervalTrigger(seconds=p.train.every)
         if trigger is not None:
-            self._aps.add_job(self._train, trigger, args=[p.id], id=f"train:{p.id}", **opts)
+            self._aps.add_job(self._train_tick, trigger, args=[p.id], id=f"train:{p.id}", **opts)
         if self._planner.needs_training(p.id):
             self._train(p.id)
         log.info("scheduled pipeline=%s infer every %ss", p.id, p.infer.every)
@@ -116,20 +125,46 @@ class ApsScheduler:
                 self._aps.remove_job(job_id)
 
     def _tick(self, pid: str) -> None:
-        try:
-            if self._planner.needs_training(pid):
-                self._train(pid)
-            window = self._planner.due_infer(pid)
-            if window is not None:
-                self._dispatcher.submit(window)
-        except OpenAnomalyError as exc:
-            self._planner.pipeline_failed(pid, "tick", exc)
-            log.error("inference tick for pipeline=%s failed: %s", pid, exc)
-        except Exception:
-            log.exception("inference tick for pipeline=%s failed", pid)
+        self._guarded("inference", pid, self._infer)
+
+    def _train_tick(self, pid: str) -> None:
+        self._guarded("training", pid, self._train)
+
+    def _infer(self, pid: str) -> None:
+        if self._planner.needs_training(pid):
+            self._train(pid)
+        window = self._planner.due_infer(pid)
+        if window is not None:
+            self._dispatcher.submit(window)
 
     def _train(self, pid: str) -> None:
         self._dispatcher.submit(self._planner.train_job(pid))
+
+    def _guarded(self, what: str, pid: str, tick: Callable[[str], None]) -> None:
+        """Run a tick; a failure is logged and counted, never raised into APScheduler (which
+        would log a traceback). A pipeline deleted since the last sync is not a failure: its
+        jobs go at the next sync."""
+        try:
+            tick(pid)
+        except NotFound as exc:
+            if exc.kind != "pipeline" or exc.ident != pid:
+                self._tick_failed(what, pid, exc)
+            else:
+                log.info("pipeline=%s was deleted: its %s tick is skipped", pid, what)
+        except OpenAnomalyError as exc:
+            self._tick_failed(what, pid, exc)
+        except Exception:
+            self._failed("tick")
+            log.exception("%s tick for pipeline=%s failed", what, pid)
+
+    def _tick_failed(self, what: str, pid: str, exc: OpenAnomalyError) -> None:
+        self._failed("tick")
+        self._planner.pipeline_failed(pid, "tick", exc)
+        log.error("%s tick for pipeline=%s failed: %s", what, pid, exc)
+
+    def _failed(self, stage: str) -> None:
+        if self._telemetry is not None:
+            self._telemetry.failed(stage)
 
 
 def _describe(exc: Exception) -> str:

@@ -1,5 +1,7 @@
 """OpenAnomaly's own metrics (``/metrics``), in a registry per process rather than the global
-one, so tests and several services in one process do not collide."""
+one, so tests and several services in one process do not collide. The page also carries the
+process's CPU, memory and file descriptors (``process_*``) and the Python version
+(``python_info``), and no ``*_created`` samples: they double the page and nobody graphs them."""
 
 from __future__ import annotations
 
@@ -12,6 +14,9 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -20,10 +25,24 @@ from openanomaly.domain.records import InferResult
 
 class PrometheusTelemetry:
     """The ``Telemetry`` port as Prometheus metrics: jobs by kind, pipeline and status, their
-    durations, points scored, anomalies found, samples written, the last success."""
+    durations, points scored, anomalies found, samples written, the last success, and the
+    failures by stage (``sync``, ``tick``, ``job``)."""
 
     def __init__(self) -> None:
+        # prometheus_client has no per-registry switch for this (checked in 0.26.0): it is a
+        # process-wide setting, harmless since OpenAnomaly has no other registry to serve.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.failures = Counter(
+            "openanomaly_failures",
+            "Failures by stage: sync (reading the pipelines), tick (deciding what is due), job",
+            ["stage"],
+            registry=self.registry,
+        )
+        for stage in ("sync", "tick", "job"):
+            self.failures.labels(stage)  # 0 from the start: rate() sees the first failure
         self.jobs = Counter(
             "openanomaly_jobs", "Jobs run", ["kind", "pipeline", "status"], registry=self.registry
         )
@@ -86,10 +105,15 @@ class PrometheusTelemetry:
         for pid in {*pipelines, *down}:
             self.broken.labels(pid).set(pid in down)
 
+    def failed(self, stage: str) -> None:
+        self.failures.labels(stage).inc()
+
     def job_done(
         self, kind: str, pipeline_id: str, status: Literal["ok", "error", "busy"], seconds: float
     ) -> None:
         self.jobs.labels(kind, pipeline_id, status).inc()
+        if status == "error":
+            self.failures.labels("job").inc()
         self.duration.labels(kind).observe(seconds)
         if status == "ok":
             self.last_success.labels(kind, pipeline_id).set_to_current_time()

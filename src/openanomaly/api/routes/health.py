@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from openanomaly.api.deps import ContainerDep
 from openanomaly.errors import OpenAnomalyError
+from openanomaly.services.health import dependencies
 
 router = APIRouter(tags=["health"])
 
@@ -16,13 +19,14 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(container: ContainerDep, response: Response) -> dict[str, str]:
-    try:
-        container.service.pipelines.list()
-    except OpenAnomalyError as exc:  # the stores translate their libraries' errors
+def readyz(container: ContainerDep, response: Response) -> dict[str, Any]:
+    """200 when every dependency answers, else 503; the body says which is down and why."""
+    service = container.service
+    checks = dependencies(service.reader, service.pipelines, service.clock())
+    ready = all(c["status"] == "ok" for c in checks.values())
+    if not ready:
         response.status_code = 503
-        return {"status": "unavailable", "detail": type(exc).__name__}
-    return {"status": "ok"}
+    return {"status": "ok" if ready else "unavailable", "checks": checks}
 
 
 @router.get("/metrics")

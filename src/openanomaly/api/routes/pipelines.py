@@ -8,17 +8,23 @@ from typing import Any
 from fastapi import APIRouter
 
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
+from openanomaly.bootstrap import Container
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import ConfigError
-from openanomaly.services.validation import PipelineValidator, pipeline_status
+from openanomaly.services.status import report
+from openanomaly.services.validation import PipelineValidator
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
 
 
 @router.get("")
-def list_pipelines(service: ServiceDep) -> list[Pipeline]:
-    return service.pipelines.list()
+def list_pipelines(container: ContainerDep) -> list[dict[str, Any]]:
+    """Every pipeline's spec, with its ``status`` (as ``/{id}/status``)."""
+    return [
+        {**p.model_dump(mode="json"), "status": _status(container, p)}
+        for p in container.service.pipelines.list()
+    ]
 
 
 @router.get("/{pipeline_id}")
@@ -28,15 +34,22 @@ def get_pipeline(pipeline_id: str, service: ServiceDep) -> Pipeline:
 
 @router.get("/{pipeline_id}/status")
 def get_status(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
-    """Whether the pipeline can run: problems found by the checks (an engine not installed...)
-    and, when it failed at run time in this process, why it is broken."""
-    service, settings = container.service, container.settings
-    status = pipeline_status(
-        service.pipelines.get(pipeline_id),
-        PipelineValidator(service.engines, max_steps=settings.max_range_steps),
-        service.health.reason(pipeline_id),
+    """Whether the pipeline can run (problems found by the checks, why it broke at run time),
+    its last train and infer, its model, and the points it flagged in 24 hours."""
+    return _status(container, container.service.pipelines.get(pipeline_id))
+
+
+def _status(container: Container, pipeline: Pipeline) -> dict[str, Any]:
+    service = container.service
+    found = report(
+        pipeline,
+        validator=PipelineValidator(service.engines, max_steps=container.settings.max_range_steps),
+        health=service.health,
+        registry=service.registry,
+        reader=service.reader,
+        now=service.clock(),
     )
-    return {**dataclasses.asdict(status), "ok": status.ok}
+    return {**dataclasses.asdict(found), "ok": found.state != "broken"}
 
 
 @router.put("/{pipeline_id}")
