@@ -15,9 +15,9 @@ from rich.table import Table
 
 from openanomaly import __version__
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
+from openanomaly.domain.durations import format_duration
 from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.text import shorten
-from openanomaly.domain.durations import format_duration
 from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.services.backtest import BacktestResult

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
+from openanomaly.domain.timeparse import with_iso_times
 from openanomaly.errors import ConfigError
 from openanomaly.services.validation import PipelineValidator, pipeline_status
 
@@ -57,7 +58,7 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
     service.pipelines.get(pipeline_id)
     active = service.registry.active(pipeline_id)
     return [
-        {**v.__dict__, "active": active is not None and v.version == active.version}
+        {**with_iso_times(v), "active": active is not None and v.version == active.version}
         for v in service.registry.versions(pipeline_id)
     ]
 
@@ -66,7 +67,7 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
 def train_now(pipeline_id: str, service: ServiceDep) -> dict[str, Any]:
     result = service.run(service.train_job(pipeline_id))
     assert isinstance(result, ModelVersion)
-    return dict(result.__dict__)
+    return with_iso_times(result)
 
 
 @router.post("/{pipeline_id}/infer")
@@ -76,4 +77,4 @@ def infer_now(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
         return {"status": "nothing new to score"}
     result = container.service.run(window)
     assert isinstance(result, InferResult)
-    return dict(result.__dict__)
+    return with_iso_times(result)
