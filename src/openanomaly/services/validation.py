@@ -73,6 +73,11 @@ class PipelineValidator:
                 )
         return found
 
+    def resolve(self, pipeline: Pipeline) -> Pipeline:
+        """``pipeline`` with its model's default name filled in (``EngineFactory.resolve``)."""
+        model = self.engines.resolve(pipeline.model)
+        return pipeline if model is pipeline.model else pipeline.model_copy(update={"model": model})
+
     def messages(self, pipeline: Pipeline) -> list[str]:
         """Every problem as ``field.path: message``."""
         return [f"{'.'.join(loc)}: {message}" for loc, message in self.problems(pipeline)]
@@ -100,20 +105,22 @@ class PipelineValidator:
 class ValidatingPipelineStore:
     """A PipelineStore that refuses, on ``put``, a pipeline its validator finds problems in
     (ConfigError naming the fields); reads and deletes pass through, so a pipeline stored before
-    a check existed can still be read, shown as broken and deleted."""
+    a check existed can still be read, shown as broken and deleted. Pipelines are read and
+    stored with their model's default name filled in: one from a file that says
+    ``name: profile`` and one from the API that says nothing read back the same."""
 
     inner: PipelineStore
     validator: PipelineValidator
 
     def list(self) -> list[Pipeline]:
-        return self.inner.list()
+        return [self.validator.resolve(p) for p in self.inner.list()]
 
     def get(self, pipeline_id: str) -> Pipeline:
-        return self.inner.get(pipeline_id)
+        return self.validator.resolve(self.inner.get(pipeline_id))
 
     def put(self, pipeline: Pipeline) -> None:
         self.validator.check(pipeline)
-        self.inner.put(pipeline)
+        self.inner.put(self.validator.resolve(pipeline))
 
     def delete(self, pipeline_id: str) -> None:
         self.inner.delete(pipeline_id)

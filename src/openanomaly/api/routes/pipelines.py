@@ -45,7 +45,7 @@ def put_pipeline(pipeline_id: str, pipeline: Pipeline, service: ServiceDep) -> P
     if pipeline.id != pipeline_id:
         raise ConfigError(f"body id {pipeline.id!r} differs from the path's {pipeline_id!r}")
     service.pipelines.put(pipeline)
-    return pipeline
+    return service.pipelines.get(pipeline_id)  # as stored: the model's default name filled in
 
 
 @router.delete("/{pipeline_id}", status_code=204)
