@@ -90,3 +90,21 @@ def test_docs_load_nothing_from_another_host(client: TestClient) -> None:
             asset = client.get(url)
             assert asset.status_code == 200 and len(asset.content) > 1000, url
     assert client.get("/openapi.json").json()["info"]["title"] == "OpenAnomaly"
+
+
+def test_a_crash_has_the_shape_and_hides_its_message() -> None:
+    with fake_container(Settings()) as c:
+        app = create_app(c)
+
+        @app.get("/boom")
+        def boom() -> None:
+            raise RuntimeError("secret internals")
+
+        with TestClient(app, raise_server_exceptions=False) as client:
+            r = client.get("/boom")
+    assert r.status_code == 500
+    assert _error(r.json()) == {
+        "type": "InternalServerError",
+        "message": "internal error",
+        "details": [],
+    }
