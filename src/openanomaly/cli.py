@@ -13,18 +13,34 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from openanomaly import __version__
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
+from openanomaly.domain.durations import format_duration
 from openanomaly.domain.records import InferResult, InferWindow
 from openanomaly.domain.text import shorten
-from openanomaly.domain.timeparse import iso, parse_time
+from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobOutcome
 from openanomaly.services.backtest import BacktestResult
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
 
+HELP = (
+    "Anomaly detection for Prometheus-compatible TSDBs.\n\n"
+    "A pipeline (a PromQL query, a model, a schedule) is checked by `validate`, stored by "
+    "`pipelines apply` and run by `run`; `train`, `infer` and `backtest` run one job now. "
+    "Settings are OA_* environment variables: `settings` shows them."
+)
+
+TIMES = "now, -2h, now-2h, unix seconds or RFC 3339 (2026-11-21T10:00:00Z)"
+"""The time formats ``--from``/``--to`` accept (``domain/timeparse.py``)."""
+
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
+    add_completion=False,
+    no_args_is_help=True,
+    help=HELP,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
 pipelines_app = typer.Typer(no_args_is_help=True, help="Manage the stored pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
@@ -64,6 +80,28 @@ def _check_range(c: Container, pipeline: str, start: int, end: int) -> None:
     check_range(start, end, step, limit=c.settings.max_range_steps)
 
 
+def _version(show: bool) -> None:
+    if show:
+        out.print(f"openanomaly {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
+PipelineArg = Annotated[str, typer.Argument(help="Id of a stored pipeline.", show_default=False)]
+FileArg = Annotated[Path, typer.Argument(help="A pipelines YAML file.", show_default=False)]
+
+
 def _time(text: str) -> int:
     try:
         return parse_time(text)
@@ -72,7 +110,7 @@ def _time(text: str) -> int:
 
 
 @app.command()
-def validate(file: Path) -> None:
+def validate(file: FileArg) -> None:
     """Check a pipelines file; print every error with its line and path."""
     from openanomaly.adapters.config.yaml_file import validate_file
 
@@ -86,21 +124,30 @@ def validate(file: Path) -> None:
 
 @app.command()
 def train(
-    pipeline: str,
-    end: Annotated[str | None, typer.Option(help="end of the train window (default now)")] = None,
+    pipeline: PipelineArg,
+    end: Annotated[
+        str | None, typer.Option(help=f"End of the train window (default now): {TIMES}.")
+    ] = None,
 ) -> None:
     """Train a pipeline now and make the new model version active."""
     with _container() as c:
         job = c.service.train_job(pipeline, _time(end) if end else None)
         version = c.service.run(job)
-    out.print(json.dumps(version.__dict__, indent=2, default=str))
+    out.print(json.dumps(with_iso_times(version), indent=2, default=str))
 
 
 @app.command()
 def infer(
-    pipeline: str,
-    start: Annotated[str | None, typer.Option("--from", help="window start (exclusive)")] = None,
-    end: Annotated[str | None, typer.Option("--to", help="window end (inclusive)")] = None,
+    pipeline: PipelineArg,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help=f"Window start, exclusive (default: --to - infer.every): {TIMES}."
+        ),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--to", help=f"Window end, inclusive (default now): {TIMES}.")
+    ] = None,
 ) -> None:
     """Score one window now (default: the window due since the last run) and write it."""
     with _container() as c:
@@ -127,11 +174,13 @@ def infer(
 
 @app.command()
 def backtest(
-    pipeline: str,
-    start: Annotated[str, typer.Option("--from", help="start of the replayed range")],
-    end: Annotated[str, typer.Option("--to", help="end of the replayed range")] = "now",
-    write: Annotated[bool, typer.Option(help="also remote-write the scores")] = False,
-    plot: Annotated[Path | None, typer.Option(help="save a PNG plot of the flagged series")] = None,
+    pipeline: PipelineArg,
+    start: Annotated[str, typer.Option("--from", help=f"Start of the replayed range: {TIMES}.")],
+    end: Annotated[str, typer.Option("--to", help=f"End of the replayed range: {TIMES}.")] = "now",
+    write: Annotated[bool, typer.Option(help="Also remote-write the scores.")] = False,
+    plot: Annotated[
+        Path | None, typer.Option(help="Save a PNG plot of the flagged series to this file.")
+    ] = None,
 ) -> None:
     """Replay a range in production-sized steps and print what would have been flagged."""
     with _container() as c:
@@ -183,8 +232,8 @@ def run(
     pipelines: Annotated[
         Path | None,
         typer.Option(
-            help="follow this pipelines file: applied to the store at start and when it "
-            "changes; its pipelines removed from it are deleted (the API's are kept)"
+            help="Follow this pipelines file: applied to the store at start and when it "
+            "changes; its pipelines removed from it are deleted (the API's are kept)."
         ),
     ] = None,
 ) -> None:
@@ -197,11 +246,18 @@ def run(
 
 @app.command("serve-model")
 def serve_model(
-    host: Annotated[str | None, typer.Option(help="address (default model_server.host)")] = None,
-    port: Annotated[int | None, typer.Option(help="port (default model_server.port)")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (default OA_MODEL_SERVER__HOST).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port to listen on (default OA_MODEL_SERVER__PORT).")
+    ] = None,
 ) -> None:
-    """Serve every installed engine to remote workers (docs/remote-protocol.md). The token and
-    the state key are settings: OA_MODEL_SERVER__TOKEN, OA_MODEL_SERVER__STATE_KEY."""
+    """Serve the installed engines to `remote` engines elsewhere (e.g. Chronos on a GPU box).
+
+    Clients must send OA_MODEL_SERVER__TOKEN when it is set; OA_MODEL_SERVER__STATE_KEY signs the
+    fitted states handed out (default: derived from the token).
+    """
     import uvicorn
 
     from openanomaly.engines.remote.server import create_model_app
@@ -300,7 +356,7 @@ def pipelines_list() -> None:
             p.id,
             str(p.enabled),
             f"{p.model.engine}/{p.model.name or 'default'}",
-            str(p.step),
+            format_duration(p.step),
             shorten(p.query, 80),
             status.summary(),
         )
@@ -308,14 +364,15 @@ def pipelines_list() -> None:
 
 
 @pipelines_app.command("apply")
-def pipelines_apply(file: Path) -> None:
+def pipelines_apply(file: FileArg) -> None:
     """Create or update the pipelines of a file in the store."""
     with _container() as c:
         _apply(c, file)
 
 
 @pipelines_app.command("delete")
-def pipelines_delete(pipeline: str) -> None:
+def pipelines_delete(pipeline: PipelineArg) -> None:
+    """Delete a stored pipeline."""
     with _container() as c:
         c.service.pipelines.delete(pipeline)
     out.print(f"deleted {pipeline}")

@@ -92,6 +92,11 @@ class EngineFactory(Protocol):
         EngineNotInstalled (naming the extra) or EngineError (a bad parameter)."""
         ...
 
+    def resolve(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` with ``name`` set to its engine's default when it is None (unchanged for an
+        unknown engine), so a pipeline reads the same however it was written."""
+        ...
+
 
 class PipelineStore(Protocol):
     def list(self) -> list[Pipeline]: ...

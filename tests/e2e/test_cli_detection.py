@@ -127,8 +127,7 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(
 
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("pipelines:\n  - id: u\n    query: up\n    model: {name: nope}\n")
-    oa(env, "pipelines", "apply", str(unknown))
-    proc = oa(env, "train", "u", check=False)
+    proc = oa(env, "pipelines", "apply", str(unknown), check=False)  # refused where written
     assert proc.returncode == 2 and "unknown" in proc.stderr and "profile" in proc.stderr
     assert "Traceback" not in proc.stderr
 

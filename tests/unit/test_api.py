@@ -19,6 +19,7 @@ from openanomaly.adapters.memory import (
 from openanomaly.api.app import create_app
 from openanomaly.bootstrap import Container, bootstrap
 from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.timeparse import iso
 from openanomaly.settings import Settings
 
 NOW = 1_800_000_000
@@ -82,10 +83,13 @@ def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
     assert client.get("/api/v1/pipelines/p", headers=auth()).json()["query"] == "m"
     trained = client.post("/api/v1/pipelines/p/train", headers=auth()).json()
     assert trained["series"] == 1
+    assert (trained["created_at"], trained["train_end"]) == (iso(NOW), iso(NOW - 60))  # RFC 3339
     models = client.get("/api/v1/pipelines/p/models", headers=auth()).json()
     assert [m["active"] for m in models] == [True]
+    assert models[0]["train_start"] == "2027-01-15T06:59:00Z"  # the train end - 1h
     inferred = client.post("/api/v1/pipelines/p/infer", headers=auth()).json()
     assert inferred["points"] > 0 and inferred["anomalies"] == 0
+    assert inferred["end"].endswith("Z") and iso(NOW) >= inferred["end"] > inferred["start"]
     metrics = client.get("/metrics").text
     assert 'openanomaly_jobs_total{kind="infer",pipeline="p",status="ok"} 1.0' in metrics
     assert 'openanomaly_points_scored_total{pipeline="p"}' in metrics
@@ -94,9 +98,9 @@ def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
 
 def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
     r = client.get("/api/v1/pipelines/nope", headers=auth())
-    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
     r = client.put("/api/v1/pipelines/x", json={**PIPELINE, "id": "y"}, headers=auth())
-    assert r.status_code == 422 and "differs" in r.json()["detail"]
+    assert r.status_code == 422 and "differs" in r.json()["error"]["message"]
     r = client.put(
         "/api/v1/pipelines/p", json={**PIPELINE, "scoring": {"interval": 2}}, headers=auth()
     )
@@ -105,7 +109,7 @@ def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
         "/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"}, headers=auth()
     )
     r = client.post("/api/v1/pipelines/e/train", headers=auth())
-    assert r.status_code == 422 and r.json()["error"] == "NoData"
+    assert r.status_code == 422 and r.json()["error"]["type"] == "NoData"
 
 
 @pytest.mark.parametrize(
@@ -124,7 +128,7 @@ def test_a_failing_store_is_an_http_error_and_not_ready(
         TestClient(create_app(c)) as tc,
     ):
         r = tc.get("/api/v1/pipelines")
-        assert (r.status_code, r.json()["error"]) == (status, error)
+        assert (r.status_code, r.json()["error"]["type"]) == (status, error)
         ready = tc.get("/readyz")
         assert ready.status_code == 503 and ready.json()["status"] == "unavailable"
         checks = ready.json()["checks"]

@@ -163,9 +163,10 @@ GOOD = {"id": "good", "query": "m", "step": "1m", "train": {"window": "1h"}}
 def test_the_api_refuses_a_pipeline_that_cannot_run_naming_the_field(client: TestClient) -> None:
     r = client.put("/api/v1/pipelines/p", json={**GOOD, "id": "p", "model": {"engine": "gone"}})
     assert r.status_code == 422
-    assert "model.engine" in r.json()["detail"] and "openanomaly[gone]" in r.json()["detail"]
+    message = r.json()["error"]["message"]
+    assert "model.engine" in message and "openanomaly[gone]" in message
     r = client.put("/api/v1/pipelines/p", json={**GOOD, "id": "p", "train": {"cron": "99 * * * *"}})
-    assert r.status_code == 422 and "train.cron" in r.json()["detail"]
+    assert r.status_code == 422 and "train.cron" in r.json()["error"]["message"]
     assert client.get("/api/v1/pipelines").json() == []
 
 
@@ -182,7 +183,7 @@ def test_bodies_over_the_limit_are_refused_before_being_read(client: TestClient)
     r = client.put(
         "/api/v1/pipelines/good", content=chunks(), headers={"content-type": "application/json"}
     )
-    assert r.status_code == 413 and "4096 bytes" in r.json()["detail"]
+    assert r.status_code == 413 and "4096 bytes" in r.json()["error"]["message"]
     assert client.put("/api/v1/pipelines/good", json=GOOD).status_code == 200
 
 

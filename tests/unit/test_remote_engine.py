@@ -132,7 +132,7 @@ def test_bad_requests_name_the_field(client: httpx.Client) -> None:
     for body, message in cases:
         response = client.post("/v1/fit", json=body, headers=headers)
         assert response.status_code == 422
-        assert message in response.json()["detail"]
+        assert message in response.json()["error"]["message"]
     assert client.post("/v1/fit", content=b"{", headers=headers).status_code == 422
 
 

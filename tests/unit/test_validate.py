@@ -137,7 +137,7 @@ def test_a_cross_field_error_points_at_its_pipeline(tmp_path: Path) -> None:
     )
 
     assert validate_file(path) == [
-        f"{path}:4: pipelines[1]: infer.every (90s) must be a multiple of step"
+        f"{path}:4: pipelines[1]: infer.every (1m30s) must be a multiple of step (1m)"
     ]
 
 

@@ -491,3 +491,6 @@ class MemoryEngineFactory:
 
     def cold_start(self, *, step: int) -> ColdMeanEngine:
         return ColdMeanEngine()
+
+    def resolve(self, spec: ModelSpec) -> ModelSpec:
+        return spec if spec.name is not None else spec.model_copy(update={"name": "mean"})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
+from openanomaly import __version__
 from openanomaly.api import errors
 from openanomaly.api.limits import BodyLimit
 from openanomaly.api.routes import health, pipelines
@@ -11,7 +13,8 @@ from openanomaly.bootstrap import Container
 
 
 def create_app(container: Container) -> FastAPI:
-    app = FastAPI(title="OpenAnomaly", version="0.1.0")
+    # FastAPIOffline serves /docs and /redoc with their scripts from the package, not a CDN.
+    app = FastAPIOffline(title="OpenAnomaly", version=__version__)
     app.state.container = container
     errors.install(app)
     app.add_middleware(BodyLimit, max_bytes=container.settings.api.max_body_bytes)

@@ -8,6 +8,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from openanomaly.api.errors import error_body
+
 
 class BodyLimit:
     """ASGI middleware refusing request bodies larger than ``max_bytes`` with 413."""
@@ -51,9 +53,8 @@ class BodyLimit:
         await self.app(scope, counted, tracked)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"error": "PayloadTooLarge", "detail": f"request body over {self.max_bytes} bytes"}
-        ).encode()
+        message = f"request body over {self.max_bytes} bytes"
+        body = json.dumps(error_body("PayloadTooLarge", message)).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from openanomaly.domain.durations import Duration
+from openanomaly.domain.durations import Duration, format_duration
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -147,9 +147,15 @@ class Pipeline(_Spec):
             ("infer.context", self.infer.context),
         ):
             if value < self.step:
-                raise ValueError(f"{name} ({value}s) is shorter than step ({self.step}s)")
+                raise ValueError(
+                    f"{name} ({format_duration(value)}) is shorter than step "
+                    f"({format_duration(self.step)})"
+                )
         if self.infer.every % self.step:
-            raise ValueError(f"infer.every ({self.infer.every}s) must be a multiple of step")
+            raise ValueError(
+                f"infer.every ({format_duration(self.infer.every)}) must be a multiple of step "
+                f"({format_duration(self.step)})"
+            )
         return self
 
     @property

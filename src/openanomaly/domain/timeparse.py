@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 from openanomaly.domain.durations import parse_duration
 
@@ -29,4 +31,17 @@ def parse_time(text: str, *, now: float | None = None) -> int:
 
 
 def iso(ts: float) -> str:
+    """RFC 3339 in UTC to the second: ``2026-11-21T10:00:00Z``."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+TIME_FIELDS = frozenset({"created_at", "train_start", "train_end", "start", "end"})
+"""The fields of the records (``ModelVersion``, ``InferResult``) that hold unix seconds."""
+
+
+def with_iso_times(record: Any) -> dict[str, Any]:
+    """A record dataclass's fields for people and API bodies: its times as RFC 3339 (UTC, Z)."""
+    return {
+        k: iso(v) if k in TIME_FIELDS and v is not None else v
+        for k, v in dataclasses.asdict(record).items()
+    }

@@ -109,6 +109,12 @@ class DefaultEngineFactory:
         except (TypeError, ValueError) as exc:
             raise EngineError(str(exc)) from None
 
+    def resolve(self, spec: ModelSpec) -> ModelSpec:
+        """``spec`` with its engine's ``DEFAULT_MODEL`` as ``name`` when it has none."""
+        if spec.name is not None or spec.engine not in ENGINES:
+            return spec
+        return spec.model_copy(update={"name": engine_module(spec.engine).DEFAULT_MODEL})
+
     def cold_start(self, *, step: int) -> ModelEngine:
         """The built-in profile without a fitted state: median and MAD of each context."""
         from openanomaly.engines.builtin import ProfileModel

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from openanomaly.domain.cron import cron_problem
+from openanomaly.domain.durations import format_duration
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
+from openanomaly.domain.timeparse import iso
 from openanomaly.errors import ConfigError, EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import EngineFactory, PipelineStore
 
@@ -23,12 +25,12 @@ def range_problem(start: int, end: int, step: int, *, limit: int = MAX_RANGE_STE
     """Why ``(start, end]`` at ``step`` is too long to read at once, or None. Checked before any
     array is allocated: ``infer --from 2000-01-01`` is an error, not a MemoryError."""
     if end <= start:
-        return f"the range is empty: its end ({end}) is not after its start ({start})"
+        return f"the range is empty: its end ({iso(end)}) is not after its start ({iso(start)})"
     steps = (end - start) // step
     if steps > limit:
         return (
-            f"the range spans {steps:,} steps of {step}s, more than the limit of {limit:,} "
-            f"({limit * step // 86400} days at this step): score it in shorter ranges"
+            f"the range spans {steps:,} steps of {format_duration(step)}, more than the limit of "
+            f"{limit:,} ({limit * step // 86400} days at this step): score it in shorter ranges"
         )
     return None
 
@@ -73,6 +75,11 @@ class PipelineValidator:
                 )
         return found
 
+    def resolve(self, pipeline: Pipeline) -> Pipeline:
+        """``pipeline`` with its model's default name filled in (``EngineFactory.resolve``)."""
+        model = self.engines.resolve(pipeline.model)
+        return pipeline if model is pipeline.model else pipeline.model_copy(update={"model": model})
+
     def messages(self, pipeline: Pipeline) -> list[str]:
         """Every problem as ``field.path: message``."""
         return [f"{'.'.join(loc)}: {message}" for loc, message in self.problems(pipeline)]
@@ -100,20 +107,22 @@ class PipelineValidator:
 class ValidatingPipelineStore:
     """A PipelineStore that refuses, on ``put``, a pipeline its validator finds problems in
     (ConfigError naming the fields); reads and deletes pass through, so a pipeline stored before
-    a check existed can still be read, shown as broken and deleted."""
+    a check existed can still be read, shown as broken and deleted. Pipelines are read and
+    stored with their model's default name filled in: one from a file that says
+    ``name: profile`` and one from the API that says nothing read back the same."""
 
     inner: PipelineStore
     validator: PipelineValidator
 
     def list(self) -> list[Pipeline]:
-        return self.inner.list()
+        return [self.validator.resolve(p) for p in self.inner.list()]
 
     def get(self, pipeline_id: str) -> Pipeline:
-        return self.inner.get(pipeline_id)
+        return self.validator.resolve(self.inner.get(pipeline_id))
 
     def put(self, pipeline: Pipeline) -> None:
         self.validator.check(pipeline)
-        self.inner.put(pipeline)
+        self.inner.put(self.validator.resolve(pipeline))
 
     def delete(self, pipeline_id: str) -> None:
         self.inner.delete(pipeline_id)

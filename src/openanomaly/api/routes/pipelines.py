@@ -11,6 +11,7 @@ from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
 from openanomaly.bootstrap import Container
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.spec import Pipeline
+from openanomaly.domain.timeparse import with_iso_times
 from openanomaly.errors import ConfigError
 from openanomaly.services.status import report
 from openanomaly.services.validation import PipelineValidator
@@ -57,7 +58,7 @@ def put_pipeline(pipeline_id: str, pipeline: Pipeline, service: ServiceDep) -> P
     if pipeline.id != pipeline_id:
         raise ConfigError(f"body id {pipeline.id!r} differs from the path's {pipeline_id!r}")
     service.pipelines.put(pipeline)
-    return pipeline
+    return service.pipelines.get(pipeline_id)  # as stored: the model's default name filled in
 
 
 @router.delete("/{pipeline_id}", status_code=204)
@@ -70,7 +71,7 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
     service.pipelines.get(pipeline_id)
     active = service.registry.active(pipeline_id)
     return [
-        {**v.__dict__, "active": active is not None and v.version == active.version}
+        {**with_iso_times(v), "active": active is not None and v.version == active.version}
         for v in service.registry.versions(pipeline_id)
     ]
 
@@ -79,7 +80,7 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
 def train_now(pipeline_id: str, service: ServiceDep) -> dict[str, Any]:
     result = service.run(service.train_job(pipeline_id))
     assert isinstance(result, ModelVersion)
-    return dict(result.__dict__)
+    return with_iso_times(result)
 
 
 @router.post("/{pipeline_id}/infer")
@@ -89,4 +90,4 @@ def infer_now(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
         return {"status": "nothing new to score"}
     result = container.service.run(window)
     assert isinstance(result, InferResult)
-    return dict(result.__dict__)
+    return with_iso_times(result)

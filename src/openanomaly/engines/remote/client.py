@@ -105,11 +105,15 @@ def _answer(response: httpx.Response, url: str) -> dict[str, Any]:
 
 
 def _detail(response: httpx.Response) -> str:
-    """``detail`` of an error answer (FastAPI's and ours), else the body, else the reason."""
+    """The message of an error answer (ours, or FastAPI's ``detail``), else the body, else the
+    reason."""
     try:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):  # api/errors.py
+        return str(error["message"])
     if isinstance(body, dict) and isinstance(body.get("detail"), str):
         return str(body["detail"])
     if isinstance(body, dict) and body.get("detail") is not None:
