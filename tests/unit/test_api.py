@@ -151,8 +151,8 @@ def test_a_gitops_file_is_read_only_through_the_api(tmp_path: Path) -> None:
         delete = tc.delete("/api/v1/pipelines/p")
         assert tc.get("/api/v1/pipelines/p").status_code == 200
     for r in (put, delete):
-        assert r.status_code == 409 and r.json()["error"] == "ReadOnlyFile"
-        assert str(path) in r.json()["detail"]
+        assert r.status_code == 409 and r.json()["error"]["type"] == "ReadOnlyFile"
+        assert str(path) in r.json()["error"]["message"]
     assert path.read_text() == text
 
 
