@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from openanomaly.domain.cron import cron_problem
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
+from openanomaly.domain.timeparse import iso
 from openanomaly.errors import ConfigError, EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import EngineFactory, PipelineStore
 
@@ -23,7 +24,7 @@ def range_problem(start: int, end: int, step: int, *, limit: int = MAX_RANGE_STE
     """Why ``(start, end]`` at ``step`` is too long to read at once, or None. Checked before any
     array is allocated: ``infer --from 2000-01-01`` is an error, not a MemoryError."""
     if end <= start:
-        return f"the range is empty: its end ({end}) is not after its start ({start})"
+        return f"the range is empty: its end ({iso(end)}) is not after its start ({iso(start)})"
     steps = (end - start) // step
     if steps > limit:
         return (
