@@ -10,8 +10,10 @@ service; other adapters handed in stay the caller's to close.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -34,6 +36,11 @@ from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
 from openanomaly.services.validation import PipelineValidator, ValidatingPipelineStore
 from openanomaly.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from openanomaly.adapters.prometheus.probe import TsdbProbe
 
 
 @dataclass
@@ -191,15 +198,23 @@ def model_server(
     )
 
 
-def _tsdb(
-    settings: Settings, opened: ExitStack, telemetry: Telemetry
-) -> tuple[MetricsReader, MetricsWriter]:
+@contextmanager
+def tsdb_probe(settings: Settings) -> Iterator[TsdbProbe]:
+    """What ``validate --tsdb`` asks the TSDB with, on the same client settings as the service."""
+    from openanomaly.adapters.prometheus.probe import TsdbProbe
+
+    client = _tsdb_client(settings)
+    try:
+        yield TsdbProbe(settings.tsdb.url, client, now=time.time())
+    finally:
+        client.close()
+
+
+def _tsdb_client(settings: Settings) -> httpx.Client:
     from openanomaly.adapters.prometheus.http import Tls, build_client
-    from openanomaly.adapters.prometheus.reader import PrometheusReader
-    from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 
     t = settings.tsdb
-    client = build_client(
+    return build_client(
         username=t.username,
         password=_plain(t.password),
         bearer_token=_plain(t.bearer_token),
@@ -208,7 +223,23 @@ def _tsdb(
         timeout=t.timeout,
         tls=Tls(**t.tls.model_dump()),
     )
+
+
+def _tsdb(
+    settings: Settings, opened: ExitStack, telemetry: Telemetry
+) -> tuple[MetricsReader, MetricsWriter]:
+    from openanomaly.adapters.prometheus.reader import PrometheusReader
+    from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
+
+    t = settings.tsdb
+    client = _tsdb_client(settings)
     opened.callback(client.close)
+    if t.flavor == "auto":
+        from openanomaly.adapters.prometheus.probe import detect_flavor
+
+        flavor = detect_flavor(t.url, client)
+    else:
+        flavor = t.flavor
     reader = PrometheusReader(
         t.url,
         client=client,
@@ -221,7 +252,7 @@ def _tsdb(
     writer = RemoteWriteWriter(
         t.remote_write_url,
         client=client,
-        flavor=t.flavor,
+        flavor=flavor,
         batch_samples=t.write_batch_samples,
         max_retries=t.write_retries,
         backoff=t.write_backoff,

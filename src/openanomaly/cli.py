@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,12 +15,16 @@ from rich.table import Table
 
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
 from openanomaly.domain.records import InferResult, InferWindow
+from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.services.backtest import BacktestResult
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
+
+if TYPE_CHECKING:
+    from openanomaly.adapters.prometheus.probe import Finding
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False
@@ -67,16 +71,39 @@ def _time(text: str) -> int:
 
 
 @app.command()
-def validate(file: Path) -> None:
-    """Check a pipelines file; print every error with its line and path."""
-    from openanomaly.adapters.config.yaml_file import validate_file
+def validate(
+    file: Path,
+    tsdb: Annotated[
+        bool, typer.Option(help="also check each query against the TSDB (OA_TSDB__*)")
+    ] = False,
+) -> None:
+    """Check a pipelines file; print every error with its line and path. Exit 1 on errors;
+    warnings (no series now, little history) leave the exit code 0."""
+    from openanomaly.adapters.config.yaml_file import load_pipeline_file, validate_file
 
     problems = validate_file(file, check=_validator())
     for p in problems:
         err.print(p, markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
+    if tsdb:
+        findings = _tsdb_findings(load_pipeline_file(file))
+        for f in findings:
+            (out if f.level == "info" else err).print(
+                str(f), markup=False, highlight=False, soft_wrap=True
+            )
+        if any(f.level == "error" for f in findings):
+            raise typer.Exit(1)
     out.print(f"{file}: OK")
+
+
+def _tsdb_findings(pipelines: list[Pipeline]) -> list[Finding]:
+    from openanomaly.bootstrap import tsdb_probe
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    with tsdb_probe(settings) as probe:
+        return [f for p in pipelines for f in probe.check(p)]
 
 
 @app.command()

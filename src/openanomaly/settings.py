@@ -65,7 +65,8 @@ class TsdbSettings(_Section):
     Attributes:
         url: base URL of the Prometheus HTTP API, e.g. ``http://localhost:9090``.
         write_url: remote-write endpoint; ``None`` means ``<url>/api/v1/write``.
-        flavor: which TSDB it is (only VictoriaMetrics takes future samples).
+        flavor: which TSDB it is (only VictoriaMetrics takes future samples); ``auto`` (the
+            default) asks the server at start-up and logs what it found.
         username: basic-auth user.
         password: basic-auth password.
         bearer_token: sent as ``Authorization: Bearer ...`` (exclusive with basic auth).
@@ -82,7 +83,7 @@ class TsdbSettings(_Section):
 
     url: str = "http://127.0.0.1:8428"
     write_url: str | None = None
-    flavor: Flavor = "victoriametrics"
+    flavor: Flavor | Literal["auto"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None
