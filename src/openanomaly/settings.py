@@ -31,7 +31,6 @@ from pydantic_settings import (
 
 from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError
-from openanomaly.ports import Flavor
 
 
 class _Section(BaseModel):
@@ -83,7 +82,8 @@ class TsdbSettings(_Section):
 
     url: str = "http://127.0.0.1:8428"
     write_url: str | None = None
-    flavor: Flavor | Literal["auto"] = "auto"
+    # One Literal, not a union: a bad value then names tsdb.flavor and lists every choice.
+    flavor: Literal["auto", "prometheus", "victoriametrics", "mimir", "thanos"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None

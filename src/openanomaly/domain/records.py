@@ -64,6 +64,7 @@ class InferResult:
     samples_written: int = 0
     model_version: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    waiting: str | None = None  # why no score was written yet (domain/trust.py), or None
 
 
 @dataclass(frozen=True)

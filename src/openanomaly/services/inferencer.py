@@ -18,6 +18,7 @@ from openanomaly.domain.records import InferResult, ModelVersion
 from openanomaly.domain.scoring import Scored, score
 from openanomaly.domain.series import Forecast, SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
+from openanomaly.domain.trust import HISTORY_KEY, untrusted_reason
 from openanomaly.ports import (
     ArtifactStore,
     CheckpointStore,
@@ -96,6 +97,7 @@ class Inferencer:
         self._registry = registry
         self._checkpoints = checkpoints
         self._cache = cache or ModelCache()
+        self._told_waiting: set[tuple[str, str]] = set()
 
     def infer(self, pipeline: Pipeline, start: int, end: int) -> InferResult:
         """Score the points with ``start < t <= end``, write them, advance the checkpoint."""
@@ -115,6 +117,9 @@ class Inferencer:
         outputs = build_outputs(
             scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
         )
+        result.waiting = self._untrusted(pipeline, version)
+        if result.waiting is not None:
+            outputs = []  # the model has not seen enough history: domain/trust.py
         result.samples_written = self._writer.write(outputs) if outputs else 0
         t3 = time.perf_counter()
         self._checkpoints.advance(pipeline.id, end)
@@ -141,6 +146,18 @@ class Inferencer:
             result.cold_series,
         )
         return result
+
+    def _untrusted(self, pipeline: Pipeline, version: ModelVersion | None) -> str | None:
+        """Why this window's scores are not written (logged once per model version)."""
+        if version is None or HISTORY_KEY not in version.extra:
+            return None
+        reason = untrusted_reason(
+            pipeline.train.window, int(version.extra[HISTORY_KEY]), version.train_end
+        )
+        if reason is not None and (pipeline.id, version.version) not in self._told_waiting:
+            self._told_waiting.add((pipeline.id, version.version))
+            log.warning("pipeline=%s writes no score yet: %s", pipeline.id, reason)
+        return reason
 
     def _active(self, pipeline: Pipeline) -> ModelVersion | None:
         version = self._registry.active(pipeline.id)

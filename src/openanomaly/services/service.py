@@ -58,6 +58,7 @@ class Service:
                 else:
                     result = self.inferencer.infer(pipeline, job.start, job.end)
                     self.telemetry.inferred(result)
+                    self.health.waiting(job.pipeline_id, result.waiting)
         except Exception as exc:
             self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
             self.health.failed(job.pipeline_id, job.kind, exc)

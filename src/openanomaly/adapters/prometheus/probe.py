@@ -24,9 +24,9 @@ from openanomaly.domain.durations import format_duration
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso
+from openanomaly.domain.trust import required_history
 from openanomaly.errors import QueryError
 from openanomaly.ports import Flavor
-from openanomaly.services.trust import required_history
 
 logger = logging.getLogger(__name__)
 

@@ -35,6 +35,7 @@ def get_status(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
         service.pipelines.get(pipeline_id),
         PipelineValidator(service.engines, max_steps=settings.max_range_steps),
         service.health.reason(pipeline_id),
+        service.health.waiting_reason(pipeline_id),
     )
     return {**dataclasses.asdict(status), "ok": status.ok}
 

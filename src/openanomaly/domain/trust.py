@@ -5,10 +5,15 @@ A model trained on minutes of a series cannot know its spread: with minutes of d
 14-day window the first windows flagged 6 of 55 points where 1 in 1,000 was expected. So a
 pipeline writes no score and no band until the history its active model was trained on spans
 at least ``required_history(train.window)``: a quarter of the window, at most one day (14d ->
-1d, 1d -> 6h, 1h -> 15 min). The trainer records the span; the inferencer checks it.
+1d, 1d -> 6h, 1h -> 15 min). The trainer records the span; the inferencer checks it; the
+pipeline's status says why nothing is written yet.
 """
 
 from __future__ import annotations
+
+import numpy as np
+
+from openanomaly.domain.series import SeriesBatch
 
 DAY = 86_400
 
@@ -32,3 +37,11 @@ def untrusted_reason(window: int, history_start: int | None, train_end: int) -> 
         f"trained on {have}s of history, needs {need}s (a quarter of train.window, at most "
         "a day) before scores are written"
     )
+
+
+def first_point(history: SeriesBatch) -> int:
+    """Unix seconds of the first sample of any series in ``history`` (its grid's end if none)."""
+    present = np.isfinite(history.values).any(axis=0)
+    if not present.any():
+        return int(history.timestamps[-1]) if history.timestamps.size else 0
+    return int(history.timestamps[int(np.argmax(present))])
