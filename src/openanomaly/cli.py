@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -167,18 +168,52 @@ def backtest(
             table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
         out.print(table)
         if write:
-            from openanomaly.domain.outputs import build_outputs
-
-            spec = c.service.pipelines.get(pipeline)
-            sent = c.writer.write(
-                build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
-            )
-            out.print(f"wrote {sent} samples")
+            _write_backtest(c, pipeline, result)
     if plot is not None:
         from openanomaly.plot import plot_backtest
 
         plot_backtest(result, plot)
         out.print(f"plot: {plot}")
+
+
+PROMETHEUS_HEAD = 3600
+"""Prometheus refuses samples older than about this many seconds before its newest one."""
+
+
+def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None:
+    """Write the replayed scores and say how many the TSDB took, refused, and why: only
+    VictoriaMetrics stores a rewrite (both copies); Prometheus (and Mimir, Thanos) refuse a
+    sample at a timestamp they hold and, Prometheus, any older than its head block (~1h)."""
+    from openanomaly.domain.outputs import build_outputs
+    from openanomaly.domain.records import OutputSeries
+
+    spec = c.service.pipelines.get(pipeline)
+    outputs = build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
+    flavor = getattr(c.writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
+    too_old = 0
+    if flavor == "prometheus":
+        cutoff = int(c.service.clock()) - PROMETHEUS_HEAD
+        kept = []
+        for o in outputs:
+            recent = o.timestamps >= cutoff
+            too_old += int(np.isfinite(o.values[~recent]).sum())
+            kept.append(OutputSeries(o.labels, o.timestamps[recent], o.values[recent]))
+        outputs = kept
+    total = sum(int(np.isfinite(o.values).sum()) for o in outputs)
+    sent = c.writer.write(outputs)
+    out.print(f"wrote {sent} samples to a {flavor or 'TSDB'}")
+    if too_old:
+        out.print(
+            f"not sent: {too_old} samples older than {PROMETHEUS_HEAD // 60} min, which "
+            "Prometheus refuses (out of bounds)"
+        )
+    if total > sent:
+        out.print(
+            f"refused: {total - sent} samples at timestamps the TSDB already holds (out of "
+            "order or duplicate: the live scores stay; only VictoriaMetrics stores a rewrite)"
+            if flavor != "victoriametrics"
+            else f"not written: {total - sent} samples (in the future or refused)"
+        )
 
 
 def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResult:

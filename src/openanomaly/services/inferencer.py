@@ -16,7 +16,7 @@ import numpy.typing as npt
 from openanomaly.domain.outputs import build_outputs
 from openanomaly.domain.records import InferResult, ModelVersion
 from openanomaly.domain.scoring import Scored, score
-from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.series import FloatArray, Forecast, SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.trust import HISTORY_KEY, untrusted_reason
 from openanomaly.ports import (
@@ -72,10 +72,25 @@ def score_window(
         cold = engines.cold_start(step=pipeline.step)
         parts.append((cold_rows, cold.predict(context.take(cold_rows), new.timestamps, interval)))
     forecast = Forecast.stack(parts, len(new), new.timestamps.size)
+    if pipeline.scoring.data_range is None:
+        forecast = floor_at_zero(forecast, context.values)
     t1 = time.perf_counter()
     scored = score(new.values, forecast, pipeline.scoring)
     t2 = time.perf_counter()
     return WindowScores(new, scored, int(cold_rows.size), t1 - t0, t2 - t1)
+
+
+def floor_at_zero(forecast: Forecast, history: FloatArray) -> Forecast:
+    """The learned floor, when ``scoring.data_range`` is not set: a series with no negative
+    value in ``history`` (rates, counters, durations) gets no lower band below 0. Before the
+    ``min_deviation`` widening, which may still reach below 0 by at most that deviation."""
+    seen = np.isfinite(history)
+    never_negative = seen.any(axis=1) & ~((history < 0) & seen).any(axis=1)
+    if not never_negative.any():
+        return forecast
+    lower = forecast.lower.copy()
+    lower[never_negative] = np.maximum(lower[never_negative], 0.0)
+    return Forecast(forecast.yhat, lower, forecast.upper)
 
 
 class Inferencer:
