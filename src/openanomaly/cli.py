@@ -47,9 +47,9 @@ def _setup_logging(level: str) -> None:
 
 def _container() -> Container:
     """The container of one command; use it in a ``with`` block, which closes it."""
-    c = bootstrap()
-    _setup_logging(c.settings.log_level)
-    return c
+    settings = load_settings()
+    _setup_logging(settings.log_level)  # before bootstrap, which logs the detected TSDB
+    return bootstrap(settings)
 
 
 def _validator(c: Container | None = None) -> PipelineValidator:
