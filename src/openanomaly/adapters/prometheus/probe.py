@@ -100,7 +100,14 @@ class TsdbProbe:
         try:
             found = self._instant(f"count(({p.query}))")
         except QueryError as exc:
-            return [Finding("error", p.id, f"the TSDB refused the query: {exc}")]
+            return [
+                Finding(
+                    "error",
+                    p.id,
+                    "the TSDB refused the query (asked as count((query)): columns shift "
+                    f"by 7): {exc}",
+                )
+            ]
         except httpx.HTTPError as exc:
             return [Finding("error", p.id, f"the TSDB at {self._url} cannot be reached: {exc}")]
         series = int(found[0]) if found else 0
