@@ -1,26 +1,20 @@
 """No score until the model has seen enough history; the learned floor at 0; flavour detection."""
 
 import logging
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
-from openanomaly.adapters.memory import (
-    MemoryArtifactStore,
-    MemoryEngineFactory,
-    MemoryMetrics,
-    MemoryRegistry,
-)
 from openanomaly.adapters.prometheus.probe import detect_flavor
-from openanomaly.domain.series import Forecast, SeriesBatch
-from openanomaly.domain.spec import Pipeline
+from openanomaly.domain.series import Forecast
 from openanomaly.domain.trust import required_history, untrusted_reason
-from openanomaly.services.inferencer import Inferencer, floor_at_zero
-from openanomaly.services.trainer import Trainer
+from openanomaly.services.inferencer import floor_at_zero
+from tests.unit import test_trainer_inferencer as fakes
+from tests.unit.test_trainer_inferencer import T0, pipeline
 
-STEP = 60
-T0 = 1_700_000_000 - 1_700_000_000 % 3600
+world = fakes.world  # the Trainer and Inferencer on the in-memory fakes
 
 
 def test_the_rule_is_a_quarter_of_the_window_at_most_a_day() -> None:
@@ -31,57 +25,25 @@ def test_the_rule_is_a_quarter_of_the_window_at_most_a_day() -> None:
     assert untrusted_reason(3600, None, T0) is None  # a version from before the rule
 
 
-def _world(hours: float) -> tuple[Trainer, Inferencer, MemoryMetrics]:
-    ts = np.arange(T0, T0 + int(hours * 3600), STEP)
-    values = 5 + np.random.default_rng(0).normal(0, 1, size=(2, ts.size))
-    labels = tuple({"__name__": "m", "host": f"h{i}"} for i in range(2))
-    metrics = MemoryMetrics({"m": SeriesBatch(labels, ts, values)})
-    registry, artifacts, engines = MemoryRegistry(), MemoryArtifactStore(), MemoryEngineFactory()
-    trainer = Trainer(reader=metrics, engines=engines, artifacts=artifacts, registry=registry)
-    inferencer = Inferencer(
-        reader=metrics,
-        writer=metrics,
-        engines=engines,
-        artifacts=artifacts,
-        registry=registry,
-        checkpoints=registry,
-    )
-    return trainer, inferencer, metrics
-
-
-def _pipeline(window: str) -> Pipeline:
-    return Pipeline.model_validate(
-        {
-            "id": "p1",
-            "query": "m",
-            "step": "1m",
-            "train": {"window": window},
-            "infer": {"every": "5m", "context": "30m", "delay": "1s"},
-        }
-    )
-
-
 def test_a_model_trained_on_too_little_history_writes_nothing_and_says_why_once(
-    caplog: pytest.LogCaptureFixture,
+    world: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    trainer, inferencer, metrics = _world(hours=2)  # 2 h of data, a 14-day window wants 1 day
-    p = _pipeline("14d")
-    trainer.train(p, end=T0 + 3600)
+    p = pipeline(train={"window": "14d"})  # 1 h of history where a 14-day window wants a day
+    world["trainer"].train(p, end=T0 + 3600)
     with caplog.at_level(logging.WARNING):
-        first = inferencer.infer(p, T0 + 3600, T0 + 3900)
-        second = inferencer.infer(p, T0 + 3900, T0 + 4200)
-    assert first.points > 0 and first.samples_written == 0 and not metrics.written
+        first = world["inferencer"].infer(p, T0 + 3600, T0 + 3900)
+        second = world["inferencer"].infer(p, T0 + 3900, T0 + 4200)
+    assert first.points > 0 and first.samples_written == 0 and not world["metrics"].written
     assert first.waiting is not None and "needs 86400s" in first.waiting
     assert second.waiting == first.waiting
     assert sum("writes no score yet" in r.message for r in caplog.records) == 1
 
 
-def test_a_model_trained_on_enough_history_writes() -> None:
-    trainer, inferencer, metrics = _world(hours=2)
-    p = _pipeline("1h")  # needs 15 min; trained on a full hour
-    trainer.train(p, end=T0 + 3600)
-    result = inferencer.infer(p, T0 + 3600, T0 + 3900)
-    assert result.waiting is None and result.samples_written > 0 and metrics.written
+def test_a_model_trained_on_enough_history_writes(world: dict[str, Any]) -> None:
+    p = pipeline(train={"window": "1h"})  # needs 15 min; trained on a full hour
+    world["trainer"].train(p, end=T0 + 3600)
+    result = world["inferencer"].infer(p, T0 + 3600, T0 + 3900)
+    assert result.waiting is None and result.samples_written > 0 and world["metrics"].written
 
 
 def test_the_lower_band_of_a_never_negative_series_stops_at_zero() -> None:
