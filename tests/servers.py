@@ -70,10 +70,18 @@ class TsdbServer:
             self.process.wait(timeout=5)
 
 
-def start_prometheus(workdir: Path) -> TsdbServer:
-    config = workdir / "prometheus.yml"
-    config.write_text(PROMETHEUS_CONFIG)
+def start_prometheus(workdir: Path, *, scrape_self: str | None = None) -> TsdbServer:
+    """A Prometheus with no scrape target, or scraping itself every ``scrape_self`` (``1s``),
+    as a stock one does: the README's quick start runs on its own metrics."""
     port = free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        PROMETHEUS_CONFIG
+        if scrape_self is None
+        else f"global:\n  scrape_interval: {scrape_self}\nscrape_configs:\n"
+        f"  - job_name: prometheus\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{port}']\n"
+    )
     args = [
         find_binary("prometheus"),
         f"--config.file={config}",

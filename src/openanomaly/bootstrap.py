@@ -10,9 +10,11 @@ service; other adapters handed in stay the caller's to close.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -41,6 +43,11 @@ from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
 from openanomaly.services.validation import PipelineValidator, ValidatingPipelineStore
 from openanomaly.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    import httpx
+
+    from openanomaly.adapters.prometheus.probe import TsdbProbe
 
 
 @dataclass
@@ -217,16 +224,23 @@ def model_server(
     )
 
 
-def _tsdb(
-    settings: Settings, opened: ExitStack, telemetry: Telemetry
-) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
+@contextmanager
+def tsdb_probe(settings: Settings) -> Iterator[TsdbProbe]:
+    """What ``validate --tsdb`` asks the TSDB with, on the same client settings as the service."""
+    from openanomaly.adapters.prometheus.probe import TsdbProbe
+
+    client = _tsdb_client(settings)
+    try:
+        yield TsdbProbe(settings.tsdb.url, client, now=time.time())
+    finally:
+        client.close()
+
+
+def _tsdb_client(settings: Settings) -> httpx.Client:
     from openanomaly.adapters.prometheus.http import Tls, build_client
-    from openanomaly.adapters.prometheus.reader import PrometheusReader
-    from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
-    from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
 
     t = settings.tsdb
-    client = build_client(
+    return build_client(
         username=t.username,
         password=_plain(t.password),
         bearer_token=_plain(t.bearer_token),
@@ -235,7 +249,24 @@ def _tsdb(
         timeout=t.timeout,
         tls=Tls(**t.tls.model_dump()),
     )
+
+
+def _tsdb(
+    settings: Settings, opened: ExitStack, telemetry: Telemetry
+) -> tuple[MetricsReader, MetricsWriter, SampleReader]:
+    from openanomaly.adapters.prometheus.reader import PrometheusReader
+    from openanomaly.adapters.prometheus.remote_write import READBACK_SETTLE, RemoteWriteWriter
+    from openanomaly.adapters.prometheus.samples import PrometheusSampleReader
+
+    t = settings.tsdb
+    client = _tsdb_client(settings)
     opened.callback(client.close)
+    if t.flavor == "auto":
+        from openanomaly.adapters.prometheus.probe import detect_flavor
+
+        flavor = detect_flavor(t.url, client)
+    else:
+        flavor = t.flavor
     reader = PrometheusReader(
         t.url,
         client=client,
@@ -248,15 +279,13 @@ def _tsdb(
     writer = RemoteWriteWriter(
         t.remote_write_url,
         client=client,
-        flavor=t.flavor,
+        flavor=flavor,
         batch_samples=t.write_batch_samples,
         max_retries=t.write_retries,
         backoff=t.write_backoff,
         on_drop=telemetry.samples_dropped,
     )
-    samples = PrometheusSampleReader(
-        t.url, client=client, settle=READBACK_SETTLE.get(t.flavor, 0.0)
-    )
+    samples = PrometheusSampleReader(t.url, client=client, settle=READBACK_SETTLE.get(flavor, 0.0))
     return reader, writer, samples
 
 

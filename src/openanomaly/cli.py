@@ -6,8 +6,9 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -17,6 +18,7 @@ from openanomaly import __version__
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
 from openanomaly.domain.durations import format_duration
 from openanomaly.domain.records import InferResult, InferWindow
+from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
 from openanomaly.errors import OpenAnomalyError
@@ -34,6 +36,8 @@ HELP = (
 
 TIMES = "now, -2h, now-2h, unix seconds or RFC 3339 (2026-11-21T10:00:00Z)"
 """The time formats ``--from``/``--to`` accept (``domain/timeparse.py``)."""
+if TYPE_CHECKING:
+    from openanomaly.adapters.prometheus.probe import Finding
 
 app = typer.Typer(
     add_completion=False,
@@ -63,9 +67,9 @@ def _setup_logging(level: str) -> None:
 
 def _container(follow: Path | None = None) -> Container:
     """The container of one command; use it in a ``with`` block, which closes it."""
-    c = bootstrap(follow=follow)
-    _setup_logging(c.settings.log_level)
-    return c
+    settings = load_settings()
+    _setup_logging(settings.log_level)  # before bootstrap, which logs the detected TSDB
+    return bootstrap(settings, follow=follow)
 
 
 def _validator(c: Container | None = None) -> PipelineValidator:
@@ -110,16 +114,39 @@ def _time(text: str) -> int:
 
 
 @app.command()
-def validate(file: FileArg) -> None:
-    """Check a pipelines file; print every error with its line and path."""
-    from openanomaly.adapters.config.yaml_file import validate_file
+def validate(
+    file: FileArg,
+    tsdb: Annotated[
+        bool, typer.Option(help="Also check each query against the TSDB (OA_TSDB__*).")
+    ] = False,
+) -> None:
+    """Check a pipelines file; print every error with its line and path. Exit 1 on errors;
+    warnings (no series now, little history) leave the exit code 0."""
+    from openanomaly.adapters.config.yaml_file import load_pipeline_file, validate_file
 
     problems = validate_file(file, check=_validator())
     for p in problems:
         err.print(p, markup=False, highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
+    if tsdb:
+        findings = _tsdb_findings(load_pipeline_file(file))
+        for f in findings:
+            (out if f.level == "info" else err).print(
+                str(f), markup=False, highlight=False, soft_wrap=True
+            )
+        if any(f.level == "error" for f in findings):
+            raise typer.Exit(1)
     out.print(f"{file}: OK")
+
+
+def _tsdb_findings(pipelines: list[Pipeline]) -> list[Finding]:
+    from openanomaly.bootstrap import tsdb_probe
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    with tsdb_probe(settings) as probe:
+        return [f for p in pipelines for f in probe.check(p)]
 
 
 @app.command()
@@ -196,18 +223,52 @@ def backtest(
             table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
         out.print(table)
         if write:
-            from openanomaly.domain.outputs import build_outputs
-
-            spec = c.service.pipelines.get(pipeline)
-            sent = c.writer.write(
-                build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
-            )
-            out.print(f"wrote {sent} samples")
+            _write_backtest(c, pipeline, result)
     if plot is not None:
         from openanomaly.plot import plot_backtest
 
         plot_backtest(result, plot)
         out.print(f"plot: {plot}")
+
+
+PROMETHEUS_HEAD = 3600
+"""Prometheus refuses samples older than about this many seconds before its newest one."""
+
+
+def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None:
+    """Write the replayed scores and say how many the TSDB took, refused, and why: only
+    VictoriaMetrics stores a rewrite (both copies); Prometheus (and Mimir, Thanos) refuse a
+    sample at a timestamp they hold and, Prometheus, any older than its head block (~1h)."""
+    from openanomaly.domain.outputs import build_outputs
+    from openanomaly.domain.records import OutputSeries
+
+    spec = c.service.pipelines.get(pipeline)
+    outputs = build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
+    flavor = getattr(c.writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
+    too_old = 0
+    if flavor == "prometheus":
+        cutoff = int(c.service.clock()) - PROMETHEUS_HEAD
+        kept = []
+        for o in outputs:
+            recent = o.timestamps >= cutoff
+            too_old += int(np.isfinite(o.values[~recent]).sum())
+            kept.append(OutputSeries(o.labels, o.timestamps[recent], o.values[recent]))
+        outputs = kept
+    total = sum(int(np.isfinite(o.values).sum()) for o in outputs)
+    sent = c.writer.write(outputs)
+    out.print(f"wrote {sent} samples to a {flavor or 'TSDB'}")
+    if too_old:
+        out.print(
+            f"not sent: {too_old} samples older than {PROMETHEUS_HEAD // 60} min, which "
+            "Prometheus refuses (out of bounds)"
+        )
+    if total > sent:
+        out.print(
+            f"refused: {total - sent} samples at timestamps the TSDB already holds (out of "
+            "order or duplicate: the live scores stay; only VictoriaMetrics stores a rewrite)"
+            if flavor != "victoriametrics"
+            else f"not written: {total - sent} samples (in the future or refused)"
+        )
 
 
 def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResult:

@@ -162,4 +162,11 @@ class NoData(OpenAnomalyError):
 
     def __init__(self, query: str, start: int, end: int) -> None:
         self.query, self.start, self.end = query, start, end
-        super().__init__(f"no data for {query!r} between {start} and {end}")
+        super().__init__(f"no data for {query!r} between {_date(start)} and {_date(end)}")
+
+
+def _date(ts: float) -> str:
+    """RFC 3339 UTC, as in messages: a user reads dates, not unix seconds."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -31,7 +31,6 @@ from pydantic_settings import (
 
 from openanomaly.domain.text import mask_url
 from openanomaly.errors import ConfigError
-from openanomaly.ports import Flavor
 
 
 class _Section(BaseModel):
@@ -65,7 +64,8 @@ class TsdbSettings(_Section):
     Attributes:
         url: base URL of the Prometheus HTTP API, e.g. ``http://localhost:9090``.
         write_url: remote-write endpoint; ``None`` means ``<url>/api/v1/write``.
-        flavor: which TSDB it is (only VictoriaMetrics takes future samples).
+        flavor: which TSDB it is (only VictoriaMetrics takes future samples); ``auto`` (the
+            default) asks the server at start-up and logs what it found.
         username: basic-auth user.
         password: basic-auth password.
         bearer_token: sent as ``Authorization: Bearer ...`` (exclusive with basic auth).
@@ -82,7 +82,8 @@ class TsdbSettings(_Section):
 
     url: str = "http://127.0.0.1:8428"
     write_url: str | None = None
-    flavor: Flavor = "victoriametrics"
+    # One Literal, not a union: a bad value then names tsdb.flavor and lists every choice.
+    flavor: Literal["auto", "prometheus", "victoriametrics", "mimir", "thanos"] = "auto"
     username: str | None = None
     password: SecretStr | None = None
     bearer_token: SecretStr | None = None

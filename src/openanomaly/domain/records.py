@@ -74,6 +74,7 @@ class InferResult:
     """Points (per series, summed) not scored, by reason: ``catchup`` (beyond
     ``infer.max_catchup``), ``too_old`` (behind the TSDB's write horizon)."""
     timings: dict[str, float] = field(default_factory=dict)
+    waiting: str | None = None  # why no score was written yet (domain/trust.py), or None
 
 
 @dataclass(frozen=True)

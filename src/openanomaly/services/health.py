@@ -56,6 +56,7 @@ class PipelineHealth:
 
     def __init__(self, outcomes: OutcomeStore | None = None, *, clock: Clock = time.time) -> None:
         self._broken: dict[str, str] = {}
+        self._waiting: dict[str, str] = {}
         self._lock = threading.Lock()
         self._outcomes = outcomes or _InProcessOutcomes()
         self._clock = clock
@@ -92,6 +93,18 @@ class PipelineHealth:
         """Why the pipeline is broken, or None when it is not."""
         with self._lock:
             return self._broken.get(pipeline_id)
+
+    def waiting(self, pipeline_id: str, reason: str | None) -> None:
+        """Record why the pipeline writes no score yet (``domain/trust.py``), None: it does."""
+        with self._lock:
+            if reason is None:
+                self._waiting.pop(pipeline_id, None)
+            else:
+                self._waiting[pipeline_id] = reason
+
+    def waiting_reason(self, pipeline_id: str) -> str | None:
+        with self._lock:
+            return self._waiting.get(pipeline_id)
 
     def broken(self) -> dict[str, str]:
         """Pipeline id -> reason, for every broken pipeline."""

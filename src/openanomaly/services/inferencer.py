@@ -21,6 +21,7 @@ from openanomaly.domain.outputs import build_outputs
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion, OutputSeries
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline, spec_hash
+from openanomaly.domain.trust import HISTORY_KEY, untrusted_reason
 from openanomaly.domain.windows import points_between, windows
 from openanomaly.errors import WriteUncertain
 from openanomaly.ports import (
@@ -79,6 +80,7 @@ class Inferencer:
         self._checkpoints = checkpoints
         self._samples = samples
         self._cache = cache or ModelCache()
+        self._told_waiting: set[tuple[str, str]] = set()
 
     def infer(
         self, pipeline: Pipeline, start: int, end: int, *, owner: str | None = None
@@ -101,6 +103,7 @@ class Inferencer:
         version = self._active(pipeline)
         model = self._model(pipeline, version)
         result.model_version = version.version if version else None
+        result.waiting = self._untrusted(pipeline, version)
         result.timings["model"] = time.perf_counter() - t1
         run = _Run(pipeline, batch, model, state.pending, owner, result)
         if state.last_end is not None and state.last_end < start:
@@ -133,6 +136,8 @@ class Inferencer:
         outputs = build_outputs(
             scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
         )
+        if result.waiting is not None:
+            outputs = []  # the model has not seen enough history yet: domain/trust.py
         outputs, too_old = drop_before(outputs, self._writer.oldest_accepted())
         t0 = time.perf_counter()
         if outputs:
@@ -217,6 +222,18 @@ class Inferencer:
         )
         result.skipped[reason] = result.skipped.get(reason, 0) + points
         self._checkpoints.advance(pipeline.id, end, owner=run.owner)
+
+    def _untrusted(self, pipeline: Pipeline, version: ModelVersion | None) -> str | None:
+        """Why this window's scores are not written (logged once per model version)."""
+        if version is None or HISTORY_KEY not in version.extra:
+            return None
+        reason = untrusted_reason(
+            pipeline.train.window, int(version.extra[HISTORY_KEY]), version.train_end
+        )
+        if reason is not None and (pipeline.id, version.version) not in self._told_waiting:
+            self._told_waiting.add((pipeline.id, version.version))
+            log.warning("pipeline=%s writes no score yet: %s", pipeline.id, reason)
+        return reason
 
     def _active(self, pipeline: Pipeline) -> ModelVersion | None:
         version = self._registry.active(pipeline.id)

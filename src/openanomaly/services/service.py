@@ -69,6 +69,7 @@ class Service:
                     with self._lease(job.pipeline_id, wait) as owner:
                         result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
                     self.telemetry.inferred(result)
+                    self.health.waiting(job.pipeline_id, result.waiting)
         except PipelineBusy:
             self.telemetry.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
             raise

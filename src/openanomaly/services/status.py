@@ -41,6 +41,7 @@ class PipelineReport:
     state: str
     problems: list[str]
     broken: str | None
+    waiting: str | None  # runs, but writes no score yet (too little history): domain/trust.py
     last_train: JobOutcome | None
     last_infer: JobOutcome | None
     last_error: str | None
@@ -74,6 +75,7 @@ def report(
         state=state,
         problems=problems,
         broken=broken,
+        waiting=health.waiting_reason(pipeline.id),
         last_train=outcomes.get("train"),
         last_infer=outcomes.get("infer"),
         last_error=error,

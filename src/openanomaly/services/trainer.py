@@ -11,6 +11,7 @@ from openanomaly.domain.grid import align
 from openanomaly.domain.records import ModelVersion
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.text import shorten
+from openanomaly.domain.trust import HISTORY_KEY, first_point
 from openanomaly.errors import NoData
 from openanomaly.ports import ArtifactStore, Clock, EngineFactory, MetricsReader, ModelRegistry
 
@@ -44,12 +45,14 @@ class Trainer:
         engine = self._engines.create(pipeline.model, step=pipeline.step)
         began = time.perf_counter()
         series = 0
+        extra: dict[str, str] = {}
         if engine.requires_fit:
             history = self._reader.query_range(pipeline.query, start, end, pipeline.step)
             if not len(history):
                 raise NoData(shorten(pipeline.query), start, end)
             engine.fit(history)
             series = len(history)
+            extra[HISTORY_KEY] = str(first_point(history))
         fit_seconds = time.perf_counter() - began
         digest = spec_hash(pipeline)
         stamp = datetime.fromtimestamp(end, UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -70,6 +73,7 @@ class Trainer:
             train_start=start,
             train_end=end,
             fit_seconds=round(fit_seconds, 3),
+            extra=extra,
         )
         self._registry.record(record, activate=True)
         log.info(

@@ -136,6 +136,7 @@ class PipelineStatus:
     pipeline_id: str
     problems: list[str]
     broken: str | None
+    waiting: str | None = None  # runs, but writes no score yet: domain/trust.py
 
     @property
     def ok(self) -> bool:
@@ -144,10 +145,15 @@ class PipelineStatus:
     def summary(self) -> str:
         """``ok``, or ``broken: <reasons>`` for a table cell."""
         reasons = [*self.problems, *([self.broken] if self.broken else [])]
-        return "broken: " + "; ".join(reasons) if reasons else "ok"
+        if reasons:
+            return "broken: " + "; ".join(reasons)
+        return f"waiting: {self.waiting}" if self.waiting else "ok"
 
 
 def pipeline_status(
-    pipeline: Pipeline, validator: PipelineValidator, broken: str | None
+    pipeline: Pipeline,
+    validator: PipelineValidator,
+    broken: str | None,
+    waiting: str | None = None,
 ) -> PipelineStatus:
-    return PipelineStatus(pipeline.id, validator.messages(pipeline), broken)
+    return PipelineStatus(pipeline.id, validator.messages(pipeline), broken, waiting)

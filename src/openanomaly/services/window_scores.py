@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from openanomaly.domain.scoring import Scored, score
-from openanomaly.domain.series import Forecast, SeriesBatch
+from openanomaly.domain.series import FloatArray, Forecast, SeriesBatch
 from openanomaly.domain.spec import Pipeline
 from openanomaly.ports import EngineFactory, ModelEngine
 
@@ -54,6 +54,8 @@ def score_window(
         cold = engines.cold_start(step=pipeline.step)
         parts.append((cold_rows, cold.predict(context.take(cold_rows), new.timestamps, interval)))
     forecast = Forecast.stack(parts, len(new), new.timestamps.size)
+    if pipeline.scoring.data_range is None:
+        forecast = floor_at_zero(forecast, context.values)
     fresh = _fill_fresh(pipeline, batch, new, forecast, engines)
     t1 = time.perf_counter()
     scored = score(new.values, forecast, pipeline.scoring)
@@ -95,3 +97,16 @@ def _fill_fresh(
         ):
             arr[want[seen], j] = part[:, 0]
     return rows
+
+
+def floor_at_zero(forecast: Forecast, history: FloatArray) -> Forecast:
+    """The learned floor, when ``scoring.data_range`` is not set: a series with no negative
+    value in ``history`` (rates, counters, durations) gets no lower band below 0. Before the
+    ``min_deviation`` widening, which may still reach below 0 by at most that deviation."""
+    seen = np.isfinite(history)
+    never_negative = seen.any(axis=1) & ~((history < 0) & seen).any(axis=1)
+    if not never_negative.any():
+        return forecast
+    lower = forecast.lower.copy()
+    lower[never_negative] = np.maximum(lower[never_negative], 0.0)
+    return Forecast(forecast.yhat, lower, forecast.upper)
