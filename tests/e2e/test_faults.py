@@ -177,7 +177,7 @@ def stop_gracefully(proc: subprocess.Popen[bytes], scenario: Scenario) -> None:
 def test_kill_9_at_random_points_writes_every_sample_once(scenario: Scenario) -> None:
     rng = random.Random(7)
     env = scenario.env()
-    for _ in range(6):
+    for _ in range(4):
         proc = scenario.start(env, "run.log")
         time.sleep(rng.uniform(0.5, 4.0))
         proc.kill()  # SIGKILL: no clean-up of any kind
@@ -221,7 +221,7 @@ def test_two_services_on_one_database_write_every_sample_once(scenario: Scenario
     first = scenario.start(scenario.env(), "first.log")
     second = scenario.start(scenario.env(), "second.log")
     try:
-        scenario.wait_checkpoint(time.time() + 4 * EVERY, timeout=90)
+        scenario.wait_checkpoint(time.time() + 2 * EVERY, timeout=90)
     finally:
         for proc in (first, second):
             stop_gracefully(proc, scenario)
