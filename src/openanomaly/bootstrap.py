@@ -63,6 +63,8 @@ class Container:
     reader: MetricsReader
     writer: MetricsWriter
     telemetry: Telemetry
+    samples: SampleReader | None = None
+    """Reads back what the outputs already hold (recovery, ``backtest --write``)."""
     _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
@@ -185,6 +187,7 @@ def bootstrap(
             reader,
             writer,
             telemetry,
+            samples,
             _opened=opened.pop_all(),
         )
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from openanomaly import __version__
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
 from openanomaly.domain.durations import format_duration
-from openanomaly.domain.records import InferResult, InferWindow
+from openanomaly.domain.records import InferResult, InferWindow, OutputSeries
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
@@ -231,44 +231,41 @@ def backtest(
         out.print(f"plot: {plot}")
 
 
-PROMETHEUS_HEAD = 3600
-"""Prometheus refuses samples older than about this many seconds before its newest one."""
-
-
 def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None:
-    """Write the replayed scores and say how many the TSDB took, refused, and why: only
-    VictoriaMetrics stores a rewrite (both copies); Prometheus (and Mimir, Thanos) refuse a
-    sample at a timestamp they hold and, Prometheus, any older than its head block (~1h)."""
+    """Write the replayed scores and say how many the TSDB took and why not the others.
+
+    Only VictoriaMetrics stores a rewrite (beside the live sample: both copies stay). Prometheus,
+    Mimir and Thanos refuse a sample at a timestamp they hold, and with it the whole request:
+    there the timestamps already held are read back first and left out (the live scores stay),
+    and nothing older than the TSDB's write horizon (Prometheus: about an hour) is sent.
+    """
     from openanomaly.domain.outputs import build_outputs
-    from openanomaly.domain.records import OutputSeries
+    from openanomaly.services.recovery import drop_before, missing, output_selector
 
     spec = c.service.pipelines.get(pipeline)
     outputs = build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
+    outputs, too_old = drop_before(outputs, c.writer.oldest_accepted())
     flavor = getattr(c.writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
-    too_old = 0
-    if flavor == "prometheus":
-        cutoff = int(c.service.clock()) - PROMETHEUS_HEAD
-        kept = []
-        for o in outputs:
-            recent = o.timestamps >= cutoff
-            too_old += int(np.isfinite(o.values[~recent]).sum())
-            kept.append(OutputSeries(o.labels, o.timestamps[recent], o.values[recent]))
+    held = 0
+    if flavor != "victoriametrics" and c.samples is not None and result.batch.timestamps.size:
+        ts = result.batch.timestamps
+        present = c.samples.timestamps(output_selector(spec), int(ts[0]) - 1, int(ts[-1]))
+        kept = missing(outputs, present)
+        held = _count(outputs) - _count(kept)
         outputs = kept
-    total = sum(int(np.isfinite(o.values).sum()) for o in outputs)
-    sent = c.writer.write(outputs)
+    sent = c.writer.write(outputs) if outputs else 0
     out.print(f"wrote {sent} samples to a {flavor or 'TSDB'}")
     if too_old:
+        out.print(f"not sent: {too_old} samples older than the TSDB accepts (out of bounds)")
+    if held:
         out.print(
-            f"not sent: {too_old} samples older than {PROMETHEUS_HEAD // 60} min, which "
-            "Prometheus refuses (out of bounds)"
+            f"not rewritten: {held} samples at timestamps the TSDB already holds (a {flavor} "
+            "keeps the first sample of a timestamp; only VictoriaMetrics stores a rewrite)"
         )
-    if total > sent:
-        out.print(
-            f"refused: {total - sent} samples at timestamps the TSDB already holds (out of "
-            "order or duplicate: the live scores stay; only VictoriaMetrics stores a rewrite)"
-            if flavor != "victoriametrics"
-            else f"not written: {total - sent} samples (in the future or refused)"
-        )
+
+
+def _count(series: list[OutputSeries]) -> int:
+    return sum(int(np.isfinite(s.values).sum()) for s in series)
 
 
 def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResult:
