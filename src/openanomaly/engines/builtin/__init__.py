@@ -36,7 +36,7 @@ from openanomaly.engines.kernels.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = 2  # version of the dumps() layout (2: season choice and calibrated tails)
+_FORMAT = 3  # version of the dumps() layout (3: out-of-sample tails, no onset)
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
@@ -139,24 +139,29 @@ class ProfileModel(FittedKeys, _Builtin):
     predicts its own held-out cycles best, among those with two cycles of data.
 
     ``predict`` adds to the profile the median of ``context - profile`` over the last ``adapt``
-    points. Each side of the band is the widest of: the calibrated tail at ``interval`` times
-    the slot's spread; ``z`` times the recent scale (MAD of those ``adapt`` points), so that a
-    burst of volatility widens it; and the largest deviation on that side within the last
-    ``memory`` points but the last ``onset`` (as is at interval 0.999, scaled like a normal band
-    at others), so that only a deviation *new to the recent past* crosses it: a recurring spike
-    does not alert again and again. Leaving the last ``onset`` points out judges an excursion
-    against the band from before it began: one that grows for a few steps stays one run above
-    the band (one alert) instead of flapping across an edge that chases it. Unfitted, or for a
-    series it has not seen, it uses the context alone: median, ``z`` times the MAD, and the
-    same memory.
+    points. Each side of the *normal* band is the wider of: the calibrated tail at ``interval``
+    times the slot's spread, and ``z`` times the recent scale (MAD of those ``adapt`` points),
+    so that a burst of volatility widens it. A memory of the last ``memory`` points then widens
+    it for what is not new (deviations as they are at interval 0.999, scaled like a normal band
+    at others), and only for that: an anomaly does not teach it that anomalies are normal.
+
+    * The excursion under way (the trailing run of context points beyond the normal band) is
+      covered up to its largest deviation: a shift or a spike that lasts alerts at its start and
+      again only if it grows, not at every step.
+    * An excursion that recurs is covered up to its size plus the normal band: the largest
+      deviation once the single largest one and its neighbours are left out (as the training
+      tails leave out one incident). One spike, once over, does not widen the band: the same
+      spike an hour later alerts again; a spike that keeps coming back stops alerting.
+
+    Unfitted, or for a series it has not seen, it uses the context alone: median, ``z`` times
+    the MAD, and the same memory.
 
     Args:
         step: the grid spacing in seconds.
         season: ``"auto"``, a duration (``"1d"``, seconds, a multiple of ``step``) or None.
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
         adapt: recent context points the level offset and the recent scale use (>= 1).
-        memory: recent context points whose largest deviation the band covers (>= 0; 0: off).
-        onset: how many of the latest context points the memory leaves out (>= 0).
+        memory: recent context points the memory looks at (>= 0; 0: off).
         spread_floor: smallest spread relative to the series' typical level, in [0, 1).
 
     Attributes:
@@ -170,7 +175,7 @@ class ProfileModel(FittedKeys, _Builtin):
     """
 
     name = "profile"
-    params = ("season", "smooth", "adapt", "memory", "onset", "spread_floor")
+    params = ("season", "smooth", "adapt", "memory", "spread_floor")
     requires_fit = True
     keys_: tuple[str, ...]
     level_: FloatArray
@@ -188,14 +193,12 @@ class ProfileModel(FittedKeys, _Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
-        onset: int = 6,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
         self.season, self.smooth = season, smooth
         self.adapt = check_int("adapt", adapt, 1)
         self.memory = check_int("memory", memory, 0)
-        self.onset = check_int("onset", onset, 0)
         if smooth is not None:
             check_int("smooth", smooth, 0)
         self._candidates = self._seasons(season)
@@ -218,7 +221,7 @@ class ProfileModel(FittedKeys, _Builtin):
 
     def get_params(self) -> dict[str, Any]:
         extra = {"season": self.season, "smooth": self.smooth, "adapt": self.adapt}
-        return {**extra, "memory": self.memory, "onset": self.onset, **super().get_params()}
+        return {**extra, "memory": self.memory, **super().get_params()}
 
     def fit(self, history: SeriesBatch) -> Self:
         """Choose each series' season, learn level, spread and tails; returns self."""
@@ -289,13 +292,14 @@ class ProfileModel(FittedKeys, _Builtin):
             dn = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 1], one_sided), z), z)
         base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
         volatile = z * np.nan_to_num(scale)[:, None]
+        normal_up = np.fmax(up[:, None] * base, volatile)
+        normal_dn = np.fmax(dn[:, None] * base, volatile)
         # Recent deviations are rescaled like a normal band from the default interval, so that
         # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
         width = recent.shape[1]
-        past = recent[:, width - self.memory : width - self.onset]
-        dev = (past - offset[:, None]) * (z / _Z_MEMORY)
-        above = np.fmax(np.fmax(up[:, None] * base, volatile), _largest(dev)[:, None])
-        below = np.fmax(np.fmax(dn[:, None] * base, volatile), _largest(-dev)[:, None])
+        dev = (recent[:, width - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
+        above = np.fmax(normal_up, _remembered(dev, normal_up))
+        below = np.fmax(normal_dn, _remembered(-dev, normal_dn))
         usable = (known | (count >= MIN_POINTS))[:, None]
         return Forecast(
             yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
@@ -336,6 +340,35 @@ class ProfileModel(FittedKeys, _Builtin):
             self.ref_, self.known_ = arrays["ref"], arrays["known"]
 
 
+def _remembered(dev: FloatArray, normal: FloatArray) -> FloatArray:
+    """How far the memory widens one side (``dev``: recent deviations on that side, ``normal``:
+    the normal half-width at each forecast timestamp): the excursion under way up to its
+    largest deviation, a recurring one up to its size plus the normal band."""
+    edge = normal[:, :1]
+    recurring = _recurring(dev)[:, None]
+    recurring = np.where(recurring > edge, recurring + normal, 0.0)
+    return np.fmax(_ongoing(dev, edge)[:, None], recurring)
+
+
+def _ongoing(dev: FloatArray, edge: FloatArray) -> FloatArray:
+    """Each row's largest deviation in the trailing run beyond ``edge`` (gaps bridged); 0 when
+    the latest point is inside."""
+    gap = np.isnan(dev)
+    run = np.cumprod((gap | (dev > edge))[:, ::-1], axis=1)[:, ::-1].astype(bool) & ~gap
+    return np.asarray(np.where(run, dev, 0.0).max(axis=1, initial=0.0))
+
+
+def _recurring(dev: FloatArray) -> FloatArray:
+    """Each row's largest deviation once its largest one and the ``INCIDENT`` points either
+    side of it are left out."""
+    if not dev.shape[1]:
+        return np.zeros(dev.shape[0])
+    t = np.arange(dev.shape[1])
+    peak = np.argmax(np.where(np.isnan(dev), -np.inf, dev), axis=1)
+    near = np.abs(t[None, :] - peak[:, None]) <= seasonal.INCIDENT
+    return _largest(np.where(near, np.nan, dev))
+
+
 def _largest(dev: FloatArray) -> FloatArray:
     """Each row's largest value (0 when none is positive or present)."""
     return np.asarray(np.where(np.isnan(dev), 0.0, np.fmax(dev, 0.0)).max(axis=1, initial=0.0))
@@ -374,7 +407,7 @@ def loads(data: bytes, *, step: int) -> BuiltinModel:
     except Exception as exc:  # np.load raises many kinds on garbage
         raise EngineError(f"not a builtin model artifact: {exc}") from None
     if meta.pop("format", None) != _FORMAT:
-        raise EngineError("builtin model artifact has an unknown format version")
+        raise EngineError("builtin model artifact has an unknown format version: retrain it")
     if meta.pop("step", None) != step:
         raise EngineError(f"model was trained at another step than {step}s: retrain it")
     model = create(meta.pop("name"), meta, step=step)
