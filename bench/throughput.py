@@ -74,9 +74,9 @@ def run_case(
         artifacts=MemoryArtifactStore(),
     )
     first = now - cycles * STEP
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     version = c.service.trainer.train(pipeline, first - STEP)
-    fit = time.perf_counter() - began
+    fit, fit_cpu = time.perf_counter() - began, time.process_time() - cpu_began
     results: list[tuple[float, float, InferResult]] = []
     for k in range(cycles):
         w = InferWindow(pipeline.id, first + k * STEP - STEP, first + k * STEP)
@@ -89,12 +89,14 @@ def run_case(
     wall = statistics.median(x[0] for x in steady)
     cpu = statistics.median(x[1] for x in steady)
     shares = {k: statistics.median(x[2].timings[k] for x in steady) for k in steady[0][2].timings}
+    model_ms = 1000 * shares.get("model", float("nan"))
     total = sum(shares.values())
     share_text = ", ".join(f"{k} {v / total:.0%}" for k, v in shares.items())
     print(
-        f"  {engine}/{name:<8} {n:>6} series: fit {fit:6.1f}s ({version.series} series) | cycle "
-        f"{wall * 1000:7.1f} ms wall -> {n / wall:9,.0f} series/s, {n / cpu:9,.0f} series/CPU-s"
-        f" | {share_text} | anomalies {steady[-1][2].anomalies}"
+        f"  {engine}/{name:<8} {n:>6} series: fit {fit:6.1f}s ({fit_cpu:.1f} CPU-s, "
+        f"{version.series} series) | cycle {wall * 1000:7.1f} ms wall -> {n / wall:9,.0f} "
+        f"series/s, {n / cpu:9,.0f} series/CPU-s | model {model_ms:.1f} ms | {share_text} | "
+        f"anomalies {steady[-1][2].anomalies}"
     )
 
 
