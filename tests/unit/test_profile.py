@@ -100,15 +100,21 @@ def test_one_spike_does_not_widen_the_band_a_recurring_one_does() -> None:
     assert upper[0] == pytest.approx(upper[1])
 
 
-def test_an_excursion_under_way_alerts_at_its_start_and_again_only_if_it_grows() -> None:
+def test_an_excursion_alerts_for_its_onset_then_again_only_if_it_grows() -> None:
     rng = np.random.default_rng(5)
     noise = 20 + rng.normal(0, 1, 3 * WEEK)
     model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
-    assert score(model, noise, 30.0) > 1.0  # the start of the excursion
-    shifted = noise.copy()
-    shifted[-3:] = [30.0, 32.0, 34.0]  # under way for three steps
-    assert score(model, shifted, 33.0) <= 1.0  # one alert for it, not one per step
-    assert score(model, shifted, 40.0) > 1.0  # it grows beyond what it was
+    assert model.onset == 3
+    started = noise.copy()
+    started[-2:] = [30.0, 32.0]  # under way for two steps: still its onset
+    assert score(model, started, 33.0) > 1.0  # judged against the band from before it began
+    lasting = noise.copy()
+    lasting[-8:] = [30.0, 32.0, 34.0, 33.0, 34.0, 33.0, 34.0, 33.0]  # eight steps: it lasts
+    assert score(model, lasting, 33.0) <= 1.0  # not one alert per step for as long as it lasts
+    assert score(model, lasting, 34.0) < 0.95  # a value repeating it is inside, not on the edge
+    assert score(model, lasting, 45.0) > 1.0  # it grows beyond what it was
+    eager = ProfileModel(step=STEP, season=None, onset=0).fit(batch([noise]))
+    assert score(eager, started, 33.0) <= 1.0
 
 
 def test_a_value_at_the_series_floor_is_inside_the_band_not_on_its_edge() -> None:

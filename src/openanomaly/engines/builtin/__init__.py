@@ -36,7 +36,7 @@ from openanomaly.engines.kernels.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = 3  # version of the dumps() layout (3: out-of-sample tails, no onset)
+_FORMAT = 3  # version of the dumps() layout (3: out-of-sample tails, anomaly-aware memory)
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
@@ -145,11 +145,13 @@ class ProfileModel(FittedKeys, _Builtin):
     it for what is not new (deviations as they are at interval 0.999, scaled like a normal band
     at others), and only for that: an anomaly does not teach it that anomalies are normal.
 
-    * The excursion under way (the trailing run of context points beyond the normal band) is
-      covered up to its largest deviation: a shift or a spike that lasts alerts at its start and
-      again only if it grows, not at every step.
-    * An excursion that recurs is covered up to its size plus the normal band: the largest
-      deviation once the single largest one and its neighbours are left out (as the training
+    * The excursion under way (the trailing run of context points beyond the normal band), once
+      it has lasted ``onset`` points, is covered up to its largest deviation plus the normal
+      band: a shift that lasts scores above 1 for its first ``onset`` points (enough for an
+      alert rule's ``for:`` of two steps) and then again only if it grows, not at every step
+      for as long as it lasts.
+    * An excursion that recurs is covered the same way: the largest deviation before the one
+      under way once the single largest one and its neighbours are left out (as the training
       tails leave out one incident). One spike, once over, does not widen the band: the same
       spike an hour later alerts again; a spike that keeps coming back stops alerting.
 
@@ -162,6 +164,8 @@ class ProfileModel(FittedKeys, _Builtin):
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
         adapt: recent context points the level offset and the recent scale use (>= 1).
         memory: recent context points the memory looks at (>= 0; 0: off).
+        onset: how long an excursion under way is judged against the band from before it
+            began, in points (>= 0).
         spread_floor: smallest spread relative to the series' typical level, in [0, 1).
 
     Attributes:
@@ -175,7 +179,7 @@ class ProfileModel(FittedKeys, _Builtin):
     """
 
     name = "profile"
-    params = ("season", "smooth", "adapt", "memory", "spread_floor")
+    params = ("season", "smooth", "adapt", "memory", "onset", "spread_floor")
     requires_fit = True
     keys_: tuple[str, ...]
     level_: FloatArray
@@ -193,12 +197,14 @@ class ProfileModel(FittedKeys, _Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
+        onset: int = 3,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
         self.season, self.smooth = season, smooth
         self.adapt = check_int("adapt", adapt, 1)
         self.memory = check_int("memory", memory, 0)
+        self.onset = check_int("onset", onset, 0)
         if smooth is not None:
             check_int("smooth", smooth, 0)
         self._candidates = self._seasons(season)
@@ -221,7 +227,7 @@ class ProfileModel(FittedKeys, _Builtin):
 
     def get_params(self) -> dict[str, Any]:
         extra = {"season": self.season, "smooth": self.smooth, "adapt": self.adapt}
-        return {**extra, "memory": self.memory, **super().get_params()}
+        return {**extra, "memory": self.memory, "onset": self.onset, **super().get_params()}
 
     def fit(self, history: SeriesBatch) -> Self:
         """Choose each series' season, learn level, spread and tails; returns self."""
@@ -298,8 +304,8 @@ class ProfileModel(FittedKeys, _Builtin):
         # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
         width = recent.shape[1]
         dev = (recent[:, width - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
-        above = np.fmax(normal_up, _remembered(dev, normal_up))
-        below = np.fmax(normal_dn, _remembered(-dev, normal_dn))
+        above = np.fmax(normal_up, _remembered(dev, normal_up, self.onset))
+        below = np.fmax(normal_dn, _remembered(-dev, normal_dn, self.onset))
         usable = (known | (count >= MIN_POINTS))[:, None]
         return Forecast(
             yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
@@ -340,22 +346,19 @@ class ProfileModel(FittedKeys, _Builtin):
             self.ref_, self.known_ = arrays["ref"], arrays["known"]
 
 
-def _remembered(dev: FloatArray, normal: FloatArray) -> FloatArray:
+def _remembered(dev: FloatArray, normal: FloatArray, onset: int) -> FloatArray:
     """How far the memory widens one side (``dev``: recent deviations on that side, ``normal``:
-    the normal half-width at each forecast timestamp): the excursion under way up to its
-    largest deviation, a recurring one up to its size plus the normal band."""
+    the normal half-width at each forecast timestamp): up to the size of the excursion under
+    way, once it has lasted ``onset`` points, or of one that recurs before it, plus the normal
+    band, so that a value repeating it lies inside the band, not on its edge."""
     edge = normal[:, :1]
-    recurring = _recurring(dev)[:, None]
-    recurring = np.where(recurring > edge, recurring + normal, 0.0)
-    return np.fmax(_ongoing(dev, edge)[:, None], recurring)
-
-
-def _ongoing(dev: FloatArray, edge: FloatArray) -> FloatArray:
-    """Each row's largest deviation in the trailing run beyond ``edge`` (gaps bridged); 0 when
-    the latest point is inside."""
     gap = np.isnan(dev)
     run = np.cumprod((gap | (dev > edge))[:, ::-1], axis=1)[:, ::-1].astype(bool) & ~gap
-    return np.asarray(np.where(run, dev, 0.0).max(axis=1, initial=0.0))
+    lasting = run & (np.count_nonzero(run, axis=1) >= onset)[:, None]
+    ongoing = _largest(np.where(lasting, dev, np.nan))
+    recurring = _recurring(np.where(run, np.nan, dev))
+    size = np.fmax(ongoing, np.where(recurring > edge[:, 0], recurring, 0.0))[:, None]
+    return np.where(size > 0, size + normal, 0.0)
 
 
 def _recurring(dev: FloatArray) -> FloatArray:
