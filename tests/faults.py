@@ -9,7 +9,6 @@ a test can assert that each (series, timestamp) of each output is there exactly 
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import threading
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from tests.servers import TsdbServer
+from tests.servers import Recorded, Reply, TsdbServer, answer, forward
 
 OUTPUTS = ("anomaly_score", "anomaly_pred", "anomaly_lower", "anomaly_upper")
 
@@ -76,21 +75,6 @@ class FaultProxy:
                 self.faults.append((route, fault))
         return fault
 
-    def forward(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(
-            self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=60
-        )
-        try:
-            skip = {"host", "connection", "content-length", "transfer-encoding"}
-            kept = {k: v for k, v in headers.items() if k.lower() not in skip}
-            conn.request(method, path, body=body, headers=kept)
-            response = conn.getresponse()
-            return response.status, response.getheaders(), response.read()
-        finally:
-            conn.close()
-
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -107,7 +91,8 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _relay(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length)
+            received = {name.lower(): value for name, value in self.headers.items()}
+            request = Recorded(self.command, self.path, received, self.rfile.read(length))
             fault = proxy.decide(self.command, self.path) or Fault()
             if fault.delay:
                 time.sleep(fault.delay)
@@ -115,20 +100,13 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self._drop()
                 return
             if fault.status is not None:
-                status, reply, data = fault.status, list(fault.headers.items()), b"injected fault"
+                reply: Reply = (fault.status, list(fault.headers.items()), b"injected fault")
             else:
-                headers = {k: v for k, v in self.headers.items()}
-                status, reply, data = proxy.forward(self.command, self.path, headers, body)
+                reply = forward(proxy.upstream, request)
             if fault.drop:
                 self._drop()
                 return
-            self.send_response(status)
-            for name, value in reply:
-                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            answer(self, reply)
 
         def _drop(self) -> None:
             self.close_connection = True

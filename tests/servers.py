@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import httpx
 import pytest
@@ -200,22 +200,43 @@ class RecordingProxy:
         return all(headers.get(name.lower()) == value for name, value in self.require.items())
 
     def forward(self, request: Recorded) -> tuple[int, list[tuple[str, str]], bytes]:
-        conn = http.client.HTTPConnection(
-            self.upstream.hostname or "127.0.0.1", self.upstream.port, timeout=30
-        )
-        try:
-            skip = {"host", "connection", "content-length", "transfer-encoding"}
-            headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
-            conn.request(request.method, request.path, body=request.body, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.getheaders(), response.read()
-        finally:
-            conn.close()
+        return forward(self.upstream, request)
 
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+Reply = tuple[int, list[tuple[str, str]], bytes]
+"""An HTTP answer: status, headers, body."""
+
+
+def forward(upstream: SplitResult, request: Recorded, *, timeout: float = 60) -> Reply:
+    """Send ``request`` to ``upstream`` as it came (less hop-by-hop headers); its answer."""
+    conn = http.client.HTTPConnection(
+        upstream.hostname or "127.0.0.1", upstream.port, timeout=timeout
+    )
+    try:
+        skip = {"host", "connection", "content-length", "transfer-encoding"}
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in skip}
+        conn.request(request.method, request.path, body=request.body, headers=headers)
+        response = conn.getresponse()
+        return response.status, response.getheaders(), response.read()
+    finally:
+        conn.close()
+
+
+def answer(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+    """Send ``reply`` through ``handler`` with its own Content-Length."""
+    status, headers, body = reply
+    handler.send_response(status)
+    for name, value in headers:
+        if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+            handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def basic_auth(user: str, password: str) -> str:
@@ -237,16 +258,9 @@ def _handler(proxy: RecordingProxy) -> type[BaseHTTPRequestHandler]:
             request = Recorded(self.command, self.path, received, self.rfile.read(length))
             proxy.record(request)
             if not proxy.allowed(request.headers):
-                status, reply, body = 401, [("Content-Type", "text/plain")], b"unauthorized"
+                answer(self, (401, [("Content-Type", "text/plain")], b"unauthorized"))
             else:
-                status, reply, body = proxy.forward(request)
-            self.send_response(status)
-            for name, value in reply:
-                if name.lower() not in ("transfer-encoding", "connection", "content-length"):
-                    self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                answer(self, proxy.forward(request))
 
         def log_message(self, format: str, *args: object) -> None:
             pass  # keep test output clean
