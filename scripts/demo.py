@@ -47,6 +47,7 @@ from openanomaly.synthetic import as_output, inject, seasonal_panel
 ROOT = Path(__file__).resolve().parent.parent
 STEP = 15
 N_SERIES = 8
+PHASE = 300  # where in its hourly season the demo's last point lies
 SCORES = "max_over_time(anomaly_score[30m])"
 LEFT = [
     "vmdata",
@@ -162,7 +163,12 @@ def load(url: str) -> tuple[RemoteWriteWriter, SeriesBatch, int, dict[str, str]]
     now = int(time.time()) // STEP * STEP
     history_ts = np.arange(now - 6 * 3600, now + 1, STEP)
     n = history_ts.size
-    panel = seasonal_panel(N_SERIES, history_ts, period=3600, metric="demo_requests", seed=7)
+    # The same series every run, whatever the clock: the hourly shape is generated as if it
+    # were always PHASE seconds into the hour now, so the anomalies land at the same phase.
+    shape = seasonal_panel(
+        N_SERIES, history_ts - now + PHASE, period=3600, metric="demo_requests", seed=7
+    )
+    panel = SeriesBatch(shape.labels, history_ts, shape.values)
     # A spike 6 minutes ago on host-00002; a level shift from 10 to 4 minutes ago on -00005.
     spike, shift = (2, n - 1 - 360 // STEP), (5, n - 1 - 600 // STEP, n - 1 - 240 // STEP)
     panel, _ = inject(panel, spikes=[spike], shifts=[shift])
