@@ -14,6 +14,7 @@ from openanomaly.domain.records import (
     InferResult,
     InferWindow,
     Job,
+    JobRun,
     ModelVersion,
     OutputSeries,
     TrainJob,
@@ -203,6 +204,33 @@ class LeaseStore(Protocol):
         ...
 
 
+class JobHistory(Protocol):
+    """The run history: a row per job, kept in the config store, pruned by age."""
+
+    def record_run(self, run: JobRun) -> None:
+        """Create or replace the row of ``run.job_id`` (a redelivery updates its own row)."""
+        ...
+
+    def get_run(self, job_id: str) -> JobRun:
+        """Raises NotFound (kind ``job``)."""
+        ...
+
+    def runs(
+        self,
+        *,
+        pipeline_id: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRun]:
+        """Newest first (by submission, else start)."""
+        ...
+
+    def prune_runs(self, before: float) -> int:
+        """Delete the runs that ended before ``before`` (unix s); returns how many."""
+        ...
+
+
 class ArtifactStore(Protocol):
     def save(self, key: str, data: bytes) -> None:
         """Atomic: readers see the old object or the new one, never half of it."""
@@ -220,7 +248,10 @@ JobHandler = Callable[[Job], None]
 
 
 class JobDispatcher(Protocol):
-    def submit(self, job: Job) -> None: ...
+    def submit(self, job: Job) -> str:
+        """Queue ``job``; returns the id it runs under: its own, or that of the same work
+        already queued or running (which is not queued again)."""
+        ...
 
     def close(self) -> None:
         """Take no new job and release workers; what is queued may be left to the checkpoint,

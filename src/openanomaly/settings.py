@@ -155,6 +155,54 @@ class RemoteEngineSettings(_Section):
     token: SecretStr | None = None
 
 
+class S3Settings(_Section):
+    """The ``s3`` artifact store: AWS S3, or MinIO (or any S3 API) through ``endpoint_url``.
+    Without keys, boto3's own chain is used (environment, instance role...)."""
+
+    bucket: str | None = None
+    prefix: str = "openanomaly/"
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+
+
+class CelerySettings(_Section):
+    """Cluster mode's tasks (``OA_DISPATCHER=celery``): queues, time limits, retries.
+
+    Attributes:
+        broker: the broker URL (``OA_CELERY__BROKER``): ``redis://``, ``amqp://``,
+            ``sqla+sqlite:///file.db`` or ``mongodb://``.
+        redbeat_url: the Redis that RedBeat keeps the schedule and its leader lock in
+            (default: the broker, when it is Redis).
+        queue_prefix: queues are ``<prefix>.train``, ``<prefix>.infer``, ``<prefix>.backtest``
+            (and ``<prefix>.tick`` for the scheduler's ticks).
+        *_soft_limit / *_hard_limit: seconds before a task is asked to stop, then killed.
+        retries / retry_backoff: retries of a task after a TSDB outage; first delay, doubled.
+        beat_lock_timeout: seconds a dead leader's lock lasts before a standby beat takes over.
+    """
+
+    broker: SecretStr | None = None
+    redbeat_url: SecretStr | None = None
+    queue_prefix: str = Field("oa", pattern=r"^[a-z0-9_-]+$")
+    train_soft_limit: float = Field(3300.0, gt=0)
+    train_hard_limit: float = Field(3600.0, gt=0)
+    infer_soft_limit: float = Field(240.0, gt=0)
+    infer_hard_limit: float = Field(300.0, gt=0)
+    backtest_soft_limit: float = Field(3300.0, gt=0)
+    backtest_hard_limit: float = Field(3600.0, gt=0)
+    retries: int = Field(5, ge=0)
+    retry_backoff: float = Field(2.0, gt=0)
+    beat_lock_timeout: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _limits(self) -> CelerySettings:
+        for kind in ("train", "infer", "backtest"):
+            if getattr(self, f"{kind}_soft_limit") >= getattr(self, f"{kind}_hard_limit"):
+                raise ValueError(f"{kind}_soft_limit must be below {kind}_hard_limit")
+        return self
+
+
 class Settings(BaseSettings):
     """Every setting of an OpenAnomaly process."""
 
@@ -171,12 +219,23 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
     remote_engine: RemoteEngineSettings = Field(default_factory=RemoteEngineSettings)
-    config_store: Literal["sqlite", "yaml"] = "sqlite"
+    # sqlite and postgres: the SQL store at database_url; mongo: MongoDB at database_url.
+    config_store: Literal["sqlite", "yaml", "postgres", "mongo"] = "sqlite"
     # A SecretStr: a database URL may carry a password, and a repr must never show it.
     database_url: SecretStr = SecretStr("sqlite:///openanomaly.db")
     pipelines_file: Path | None = None
-    artifact_store: Literal["local", "noop"] = "local"
+    artifact_store: Literal["local", "noop", "s3"] = "local"
     artifacts_dir: Path = Path("artifacts")
+    s3: S3Settings = Field(default_factory=S3Settings)
+    # threads: workers in this process; celery: tasks on a broker, run by `openanomaly worker`.
+    dispatcher: Literal["threads", "celery"] = "threads"
+    # apscheduler: in this process; redbeat: `openanomaly beat` processes, one leader.
+    scheduler: Literal["apscheduler", "redbeat"] = "apscheduler"
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    # Runs (GET /api/v1/jobs, `openanomaly jobs`) older than this many days are pruned.
+    job_history_days: float = Field(7.0, gt=0)
+    # Where `openanomaly worker` and `openanomaly beat` serve /healthz and /metrics (0: none).
+    health_port: int = Field(9101, ge=0, le=65535)
     workers: int = Field(4, ge=1, le=256)
     # Seconds between the scheduler's re-reads of the pipeline store (API changes show up then).
     pipeline_sync_every: float = Field(10.0, gt=0)
@@ -193,11 +252,36 @@ class Settings(BaseSettings):
     def _consistent(self) -> Settings:
         if self.config_store == "yaml" and self.pipelines_file is None:
             raise ValueError("config_store=yaml needs pipelines_file (OA_PIPELINES_FILE)")
+        url = self.database_url.get_secret_value()
+        if self.config_store == "postgres" and not url.startswith("postgresql"):
+            raise ValueError("config_store=postgres needs a postgresql+psycopg:// database_url")
+        if self.config_store == "mongo" and not url.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("config_store=mongo needs a mongodb:// database_url")
+        if self.artifact_store == "s3" and not self.s3.bucket:
+            raise ValueError("artifact_store=s3 needs s3.bucket (OA_S3__BUCKET)")
+        if self.dispatcher == "celery" and self.celery.broker is None:
+            raise ValueError("dispatcher=celery needs celery.broker (OA_CELERY__BROKER)")
+        if self.scheduler == "redbeat":
+            if self.dispatcher != "celery":
+                raise ValueError("scheduler=redbeat needs dispatcher=celery")
+            if self.redbeat_url is None:
+                raise ValueError(
+                    "scheduler=redbeat needs a Redis: celery.redbeat_url (OA_CELERY__REDBEAT_URL)"
+                    " or a redis:// celery.broker"
+                )
         if self.environment == "production" and self.api.token is None:
             raise ValueError(
                 "environment=production refuses an API without a token: set OA_API__TOKEN"
             )
         return self
+
+    @property
+    def redbeat_url(self) -> str | None:
+        """RedBeat's Redis: ``celery.redbeat_url``, else the broker when it is Redis."""
+        if self.celery.redbeat_url is not None:
+            return self.celery.redbeat_url.get_secret_value()
+        broker = self.celery.broker.get_secret_value() if self.celery.broker else ""
+        return broker if broker.startswith(("redis://", "rediss://")) else None
 
     @classmethod
     def settings_customise_sources(
@@ -219,6 +303,10 @@ class Settings(BaseSettings):
         data = self.model_dump(mode="json")
         data["database_url"] = mask_url(self.database_url.get_secret_value())
         data["tsdb"]["headers"] = {k: "***" for k in data["tsdb"]["headers"]}
+        for key in ("broker", "redbeat_url"):
+            value = getattr(self.celery, key)
+            if value is not None:
+                data["celery"][key] = mask_url(value.get_secret_value())
         secrets = (
             ("tsdb", "password"),
             ("tsdb", "bearer_token"),
@@ -226,6 +314,8 @@ class Settings(BaseSettings):
             ("model_server", "token"),
             ("model_server", "state_key"),
             ("remote_engine", "token"),
+            ("s3", "access_key_id"),
+            ("s3", "secret_access_key"),
         )
         for section, key in secrets:
             if data[section][key] is not None:

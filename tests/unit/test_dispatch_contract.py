@@ -15,7 +15,8 @@ from openanomaly.domain.records import InferWindow, Job, TrainJob
 from openanomaly.ports import JobDispatcher
 
 Handler = Callable[[Job], None]
-JOBS: list[Job] = [InferWindow("p", 60 * i, 60 * (i + 1)) for i in range(8)] + [TrainJob("p", 0)]
+JOBS: list[Job] = [InferWindow("p", 60 * i, 60 * (i + 1)) for i in range(8)]
+JOBS.append(TrainJob("p", 0))
 
 
 @pytest.fixture(params=["memory", "threads"])

@@ -33,7 +33,7 @@ def _documented() -> set[str]:
     for row in (line for line in section.splitlines() if line.startswith("| `")):
         first_cell = row.split(" | ")[0]
         prefix = ""
-        for name in re.findall(r"`([A-Z_]+)`", first_cell):
+        for name in re.findall(r"`([A-Z0-9_]+)`", first_cell):
             if name.startswith("OA_"):
                 prefix = name.rsplit("__", 1)[0] if "__" in name else "OA_"
                 names.add(name)

@@ -25,11 +25,28 @@ def test_defaults_are_standalone() -> None:
     assert s.tsdb.remote_write_url == "http://127.0.0.1:8428/api/v1/write"
 
 
-def test_settings_nothing_reads_are_refused() -> None:
-    # dispatcher/scheduler come back with the cluster mode, when something reads them
-    for key in ("dispatcher", "scheduler"):
-        with pytest.raises(ConfigError, match=rf"{key} \(OA_{key.upper()}\): Extra inputs"):
-            load_settings(**{key: "inline"})
+def test_cluster_settings_that_cannot_work_are_refused_naming_what_is_missing() -> None:
+    refused = {
+        "OA_CELERY__BROKER": {"dispatcher": "celery"},
+        "OA_CELERY__REDBEAT_URL": {
+            "dispatcher": "celery",
+            "scheduler": "redbeat",
+            "celery": {"broker": "amqp://guest:guest@127.0.0.1//"},
+        },
+        "needs dispatcher=celery": {"scheduler": "redbeat"},
+        "OA_S3__BUCKET": {"artifact_store": "s3"},
+        "postgresql": {"config_store": "postgres"},
+        "mongodb": {"config_store": "mongo", "database_url": "postgresql+psycopg://x@h/db"},
+        "infer_soft_limit must be below": {"celery": {"infer_soft_limit": 300}},
+    }
+    for message, overrides in refused.items():
+        with pytest.raises(ConfigError, match=message):
+            load_settings(**overrides)
+    s = load_settings(
+        dispatcher="celery", scheduler="redbeat", celery={"broker": "redis://:pw@127.0.0.1/1"}
+    )
+    assert s.redbeat_url == "redis://:pw@127.0.0.1/1"  # the broker, being Redis
+    assert "pw" not in str(s.describe()) and "pw" not in repr(s)
 
 
 def test_tokens_periods_sizes_and_retries_come_from_the_environment(

@@ -319,16 +319,17 @@ class RecordingDispatcher:
         self._handler = handler
         self._lock = threading.Lock()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> str:
         with self._lock:
             if self.closed:
-                return
+                return job.id
             self.submitted.append(job)
         if callable(self._handler):
             try:
                 self._handler(job)
             except Exception as exc:
                 log.error("job %s raised %r", job, exc)
+        return job.id
 
     def close(self) -> None:
         with self._lock:

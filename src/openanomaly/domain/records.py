@@ -3,19 +3,28 @@ write."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
 from openanomaly.domain.series import FloatArray, IntArray
 
 
+def new_job_id() -> str:
+    """A job's id: what ``submit`` answers, the key of its row in the run history."""
+    return uuid.uuid4().hex
+
+
 @dataclass(frozen=True)
 class TrainJob:
-    """Fit ``pipeline_id`` on the train window that ends at ``end`` (unix seconds)."""
+    """Fit ``pipeline_id`` on the train window that ends at ``end`` (unix seconds).
+
+    Jobs compare without their ``id``: the same work submitted twice is the same job."""
 
     pipeline_id: str
     end: int
     kind: Literal["train"] = "train"
+    id: str = field(default_factory=new_job_id, compare=False)
 
 
 @dataclass(frozen=True)
@@ -30,9 +39,59 @@ class InferWindow:
     start: int
     end: int
     kind: Literal["infer"] = "infer"
+    id: str = field(default_factory=new_job_id, compare=False)
 
 
-Job = TrainJob | InferWindow
+@dataclass(frozen=True)
+class BacktestJob:
+    """Replay ``(start, end]`` of ``pipeline_id`` (``Service.backtest``); with ``write``, send
+    its outputs to the TSDB as ``backtest --write`` does."""
+
+    pipeline_id: str
+    start: int
+    end: int
+    write: bool = False
+    kind: Literal["backtest"] = "backtest"
+    id: str = field(default_factory=new_job_id, compare=False)
+
+
+Job = TrainJob | InferWindow | BacktestJob
+
+JobStatus = Literal["queued", "running", "ok", "error", "busy", "skipped"]
+"""``busy``: another process held the pipeline's lease; ``skipped``: nothing to do (the
+pipeline was deleted, or the window was already written)."""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One job in the run history (``JobHistory``): what it was, how it went, what it did.
+
+    Attributes:
+        job_id: the job's ``id``; a redelivered job updates its own row (``attempts``).
+        kind: ``train``, ``infer`` or ``backtest``.
+        start / end: the job's window (unix s; a training's ``start`` is its train window's).
+        submitted_at / started_at / ended_at: unix s; None until it happens.
+        series: series processed; points: points scored; anomalies: points flagged (> 1).
+        error: the failure's message (never a credential), None unless ``status`` is error.
+        worker: the process that ran it (host:pid).
+        attempts: how many times a worker started it.
+    """
+
+    job_id: str
+    pipeline_id: str
+    kind: Literal["train", "infer", "backtest"]
+    status: JobStatus
+    start: int | None = None
+    end: int | None = None
+    submitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    series: int = 0
+    points: int = 0
+    anomalies: int = 0
+    error: str | None = None
+    worker: str | None = None
+    attempts: int = 0
 
 
 @dataclass(frozen=True)

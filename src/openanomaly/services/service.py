@@ -11,10 +11,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from openanomaly.domain.grid import align
-from openanomaly.domain.records import InferResult, InferWindow, Job, ModelVersion, TrainJob
+from openanomaly.domain.records import (
+    BacktestJob,
+    InferResult,
+    InferWindow,
+    Job,
+    ModelVersion,
+    TrainJob,
+)
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
-from openanomaly.errors import NotFound, OpenAnomalyError, PipelineBusy
+from openanomaly.errors import ConfigError, NotFound, OpenAnomalyError, PipelineBusy
 from openanomaly.ports import (
     CheckpointStore,
     Clock,
@@ -65,6 +72,8 @@ class Service:
                 pipeline = self.pipelines.get(job.pipeline_id)
                 if isinstance(job, TrainJob):
                     result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
+                elif isinstance(job, BacktestJob):
+                    raise ConfigError("backtest jobs are not dispatched yet")
                 else:
                     with self._lease(job.pipeline_id, wait) as owner:
                         result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)

@@ -28,25 +28,26 @@ class ThreadPoolDispatcher:
         self._workers = workers
         self._grace = grace
         self._queue: collections.deque[Job] = collections.deque()
-        self._pending: set[Job] = set()  # queued or running
+        self._pending: dict[Job, str] = {}  # queued or running -> the id it runs under
         self._running = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
         self._cond = threading.Condition()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job) -> str:
         with self._cond:
             if self._closed:
                 log.info("shutting down: %s left to the checkpoint", job)
-                return
+                return job.id
             if job in self._pending:
                 log.debug("skip duplicate %s", job)
-                return
-            self._pending.add(job)
+                return self._pending[job]
+            self._pending[job] = job.id
             self._queue.append(job)
             if len(self._threads) < min(self._workers, len(self._pending)):
                 self._spawn()
             self._cond.notify()
+            return job.id
 
     def close(self) -> None:
         deadline = time.monotonic() + self._grace
@@ -54,7 +55,7 @@ class ThreadPoolDispatcher:
             self._closed = True
             dropped = len(self._queue)
             for job in self._queue:
-                self._pending.discard(job)
+                self._pending.pop(job, None)
             self._queue.clear()
             self._cond.notify_all()
             if dropped:
@@ -96,5 +97,5 @@ class ThreadPoolDispatcher:
             finally:
                 with self._cond:
                     self._running -= 1
-                    self._pending.discard(job)
+                    self._pending.pop(job, None)
                     self._cond.notify_all()
