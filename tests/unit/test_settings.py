@@ -1,5 +1,6 @@
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import SecretStr, ValidationError
@@ -26,7 +27,7 @@ def test_defaults_are_standalone() -> None:
 
 
 def test_cluster_settings_that_cannot_work_are_refused_naming_what_is_missing() -> None:
-    refused = {
+    refused: dict[str, dict[str, Any]] = {
         "OA_CELERY__BROKER": {"dispatcher": "celery"},
         "OA_CELERY__REDBEAT_URL": {
             "dispatcher": "celery",
