@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster_servers import postgres, rabbitmq, redis_server, s3_server
 from tests.servers import RecordingProxy, TsdbServer, start_prometheus, start_victoriametrics
+
+__all__ = ["postgres", "rabbitmq", "redis_server", "s3_server"]  # fixtures for every test
 
 TIERS = ("unit", "engines", "integration", "e2e")
 """The test tiers, one directory each; every test gets its tier's marker (``-m engines``)."""
