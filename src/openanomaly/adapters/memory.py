@@ -19,6 +19,7 @@ from openanomaly.domain.records import (
     InferResult,
     InferWindow,
     Job,
+    JobRun,
     ModelVersion,
     OutputSeries,
     TrainJob,
@@ -289,6 +290,50 @@ class MemoryRegistry:
         holder = self._leases.get(pipeline_id, (None, 0.0))[0]
         if holder != owner:
             raise PipelineBusy(pipeline_id, holder)
+
+
+class MemoryJobHistory:
+    """JobHistory in a dict, newest first as the stores answer."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, JobRun] = {}
+        self._guard = threading.Lock()
+
+    def record_run(self, run: JobRun) -> None:
+        with self._guard:
+            self._runs[run.job_id] = run
+
+    def get_run(self, job_id: str) -> JobRun:
+        with self._guard:
+            if job_id not in self._runs:
+                raise NotFound("job", job_id)
+            return self._runs[job_id]
+
+    def runs(
+        self,
+        *,
+        pipeline_id: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[JobRun]:
+        with self._guard:
+            found = [
+                r
+                for r in self._runs.values()
+                if (pipeline_id is None or r.pipeline_id == pipeline_id)
+                and (kind is None or r.kind == kind)
+                and (status is None or r.status == status)
+            ]
+        found.sort(key=lambda r: (r.submitted_at or r.started_at or 0.0, r.job_id), reverse=True)
+        return found[:limit]
+
+    def prune_runs(self, before: float) -> int:
+        with self._guard:
+            old = [k for k, r in self._runs.items() if r.ended_at is not None and r.ended_at < before]
+            for key in old:
+                del self._runs[key]
+            return len(old)
 
 
 class MemoryArtifactStore:
