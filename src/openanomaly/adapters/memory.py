@@ -330,7 +330,7 @@ class MemoryJobHistory:
 
     def prune_runs(self, before: float) -> int:
         with self._guard:
-            old = [k for k, r in self._runs.items() if r.ended_at is not None and r.ended_at < before]
+            old = [k for k, r in self._runs.items() if (r.ended_at or before) < before]
             for key in old:
                 del self._runs[key]
             return len(old)
