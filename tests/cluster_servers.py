@@ -9,13 +9,16 @@ A server that does not answer fails the test with the command that installs and 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -204,3 +207,120 @@ def s3_server() -> Iterator[S3Server]:
     server = start_s3()
     yield server
     server.stop()
+
+
+# --- private servers a test may stop and start ------------------------------------------------
+
+
+@dataclass
+class PrivateServer:
+    """A server of the test's own on a free port, which it may ``restart()`` under load without
+    disturbing the shared one."""
+
+    name: str
+    port: int
+    workdir: Path
+    argv: list[str]
+    user: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    home: Path | None = None  # removed by ``stop(remove=True)``
+
+    def start(self) -> None:
+        argv = ["runuser", "-u", self.user, "--", *self.argv] if self.user else self.argv
+        with (self.workdir / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"{self.name} exited: {self.log()}", False)
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        pytest.fail(f"{self.name} did not listen on {self.port} in 30 s: {self.log()}", False)
+
+    def stop(self, *, remove: bool = False) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        if remove and self.home is not None:
+            shutil.rmtree(self.home, ignore_errors=True)
+
+    def restart(self, down: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+    def log(self) -> str:
+        path = self.workdir / f"{self.name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+
+def start_private_redis(workdir: Path) -> PrivateServer:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(f"redis-server is not installed: {SETUP}", False)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = PrivateServer(
+        "redis",
+        port,
+        workdir,
+        [binary, "--bind", HOST, "--port", str(port), "--save", "", "--appendonly", "no"],
+    )
+    server.start()
+    return server
+
+
+def start_private_postgres(workdir: Path) -> PrivateServer:
+    """A PostgreSQL cluster in ``workdir`` (trust auth, user ``postgres``); as root it runs as
+    the ``postgres`` system user, as PostgreSQL requires."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        pytest.fail(f"PostgreSQL is not installed: {SETUP}", False)
+    bindir = bins[-1].parent
+    user = "postgres" if os.geteuid() == 0 else None
+    workdir.mkdir(parents=True, exist_ok=True)
+    # pytest's temp folders are private to root: the postgres user gets a folder of its own.
+    home = Path(tempfile.mkdtemp(prefix="oa-pg-"))
+    home.chmod(0o755)
+    data = home / "pgdata"
+    data.mkdir()
+    if user:
+        shutil.chown(home, user)
+        shutil.chown(data, user)
+    init = [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]
+    subprocess.run(
+        ["runuser", "-u", user, "--", *init] if user else init,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    port = free_port()
+    server = PrivateServer(
+        "postgres",
+        port,
+        workdir,
+        [
+            str(bindir / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(home),
+            "-c",
+            f"listen_addresses={HOST}",
+            "-c",
+            "fsync=off",
+        ],
+        user=user,
+        home=home,
+    )
+    server.start()
+    return server

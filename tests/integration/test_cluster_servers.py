@@ -1,9 +1,18 @@
 """The cluster servers' fixtures give each test its own database, prefix, vhost and bucket."""
 
+from pathlib import Path
+
 import psycopg
 import redis
 
-from tests.cluster_servers import Postgres, RabbitMQ, Redis, S3Server
+from tests.cluster_servers import (
+    Postgres,
+    RabbitMQ,
+    Redis,
+    S3Server,
+    start_private_postgres,
+    start_private_redis,
+)
 
 
 def test_a_postgres_database_of_its_own(postgres: Postgres) -> None:
@@ -34,3 +43,24 @@ def test_s3_bucket_round_trip(s3_server: S3Server) -> None:
     s3 = s3_server.client()
     s3.put_object(Bucket=bucket, Key="k", Body=b"v")
     assert s3.get_object(Bucket=bucket, Key="k")["Body"].read() == b"v"
+
+
+def test_private_servers_restart(tmp_path: Path) -> None:
+    r = start_private_redis(tmp_path / "r")
+    pg = start_private_postgres(tmp_path / "pg")
+    try:
+        client = redis.Redis(port=r.port)
+        client.set("k", b"v")
+        r.restart()
+        assert client.get("k") is None  # nothing kept on disk: a real restart
+        url = f"postgresql://postgres@127.0.0.1:{pg.port}/postgres"
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE t (x int)")
+            conn.commit()
+        pg.restart()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+        client.close()
+    finally:
+        r.stop()
+        pg.stop(remove=True)
