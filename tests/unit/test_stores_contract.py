@@ -16,6 +16,7 @@ import pytest
 
 from openanomaly.adapters.artifacts.local import LocalArtifactStore
 from openanomaly.adapters.artifacts.noop import NoOpArtifactStore
+from openanomaly.adapters.config.mongo import MongoStore
 from openanomaly.adapters.config.sql import SqlStore
 from openanomaly.adapters.config.yaml_file import (
     PipelineFileError,
@@ -322,3 +323,39 @@ def test_noop_store_keeps_nothing() -> None:
 
     with pytest.raises(NotFound):
         store.load("pipelines/a/v1.bin")
+
+
+# -- MongoDB (mongomock) -----------------------------------------------------------------------
+
+
+class TestMongomock(
+    SourcedPipelineStoreContract,
+    RegistryContract,
+    LeaseContract,
+    OutcomeContract,
+    JobHistoryContract,
+):
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        import mongomock
+
+        client = mongomock.MongoClient()  # one "server": every store opened shares it
+        yield from backend(lambda clock: MongoStore(client=client, database="oa", clock=clock))
+
+
+def test_mongo_store_errors_name_the_database_without_its_password() -> None:
+    store = MongoStore("mongodb://oa:mongo-secret@127.0.0.1:1/oa?serverSelectionTimeoutMS=200")
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            store.list()
+        message = str(caught.value)
+        assert "mongodb://oa:***@127.0.0.1:1/oa" in message and "mongo-secret" not in message
+        assert caught.value.store == "database"
+    finally:
+        store.close()
+
+
+def test_a_bad_mongo_url_is_a_config_error() -> None:
+    with pytest.raises(ConfigError) as caught:
+        MongoStore("mongodb://")
+    assert caught.value.where == "database_url"
