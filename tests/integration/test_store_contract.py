@@ -8,18 +8,27 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
+from openanomaly.adapters.artifacts.s3 import S3ArtifactStore
 from openanomaly.adapters.config.sql import SqlStore
 from openanomaly.adapters.config.sql.base import fence
 from openanomaly.adapters.config.sql.schema import leases
-from openanomaly.errors import StoreUnavailable
-from tests.cluster_servers import Postgres
+from openanomaly.adapters.memory import MemoryEngineFactory, MemoryMetrics, MemoryRegistry
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import StoreError, StoreUnavailable
+from openanomaly.services.trainer import Trainer
+from tests.cluster_servers import Postgres, S3Server
+from tests.integration.test_sql_store import closed_port
 from tests.store_contract import (
+    ArtifactContract,
     Backend,
     Clock,
     JobHistoryContract,
@@ -141,3 +150,77 @@ def _terminate_backends(postgres: Postgres) -> None:
             (postgres.name,),
         ).fetchall()
     assert killed and all(ok for (ok,) in killed)
+
+
+# -- S3 (moto's server) ------------------------------------------------------------------------
+
+
+class TestS3Artifacts(ArtifactContract):
+    @pytest.fixture
+    def backend(self, s3_server: S3Server) -> Iterator[Backend]:
+        bucket = s3_server.bucket()
+        b = Backend(lambda _clock: s3_store(s3_server, bucket))
+        yield b
+        b.close()
+
+
+def s3_store(server: S3Server, bucket: str, **kwargs: Any) -> S3ArtifactStore:
+    values: dict[str, Any] = {
+        "prefix": "oa/",
+        "endpoint_url": server.endpoint_url,
+        "region": server.region,
+        "access_key_id": server.access_key_id,
+        "secret_access_key": server.secret_access_key,
+    }
+    return S3ArtifactStore(bucket, **(values | kwargs))
+
+
+def test_s3_keys_are_under_the_prefix(s3_server: S3Server) -> None:
+    bucket = s3_server.bucket()
+    s3_store(s3_server, bucket, prefix="team/oa/").save("pipelines/a/v1.bin", b"x")
+
+    listed = s3_server.client().list_objects_v2(Bucket=bucket)["Contents"]
+    assert [o["Key"] for o in listed] == ["team/oa/pipelines/a/v1.bin"]
+
+
+def test_s3_failures_are_store_errors_without_credentials(s3_server: S3Server) -> None:
+    missing = s3_store(
+        s3_server, "no-such-bucket-" + uuid.uuid4().hex[:8], secret_access_key="s3cr3t"
+    )
+    with pytest.raises(StoreError, match="NoSuchBucket") as caught:
+        missing.save("pipelines/a/v1.bin", b"x")
+    assert not isinstance(caught.value, StoreUnavailable) and caught.value.store == "artifacts"
+    assert "s3cr3t" not in str(caught.value)
+
+    down = s3_store(s3_server, "b", endpoint_url=f"http://127.0.0.1:{closed_port()}")
+    with pytest.raises(StoreUnavailable) as unreachable:
+        down.load("pipelines/a/v1.bin")
+    assert "testing" not in str(unreachable.value)
+
+
+def test_a_model_version_keeps_its_own_artifact(s3_server: S3Server) -> None:
+    # The Trainer's key carries the version: training again writes another object, and the
+    # artifact of the version a rollback goes back to is still the one it saved.
+    store = s3_store(s3_server, s3_server.bucket())
+    registry = MemoryRegistry()
+    t0 = 1_699_999_200
+    ts = np.arange(t0, t0 + 6 * 3600, 60)
+    values = 100 + np.random.default_rng(0).normal(0, 1, size=(2, ts.size))
+    batch = SeriesBatch(({"__name__": "m", "i": "0"}, {"__name__": "m", "i": "1"}), ts, values)
+    trainer = Trainer(
+        reader=MemoryMetrics({"m": batch}),
+        engines=MemoryEngineFactory(),
+        artifacts=store,
+        registry=registry,
+    )
+    spec = Pipeline.model_validate(
+        {"id": "p", "query": "m", "step": "1m", "train": {"window": "2h"}}
+    )
+
+    first = trainer.train(spec, end=t0 + 3 * 3600)
+    saved = store.load(first.artifact or "")
+    second = trainer.train(spec, end=t0 + 4 * 3600)
+
+    assert first.artifact != second.artifact
+    assert store.load(first.artifact or "") == saved
+    assert [v.version for v in registry.versions("p")] == [second.version, first.version]
