@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -339,7 +340,7 @@ class TestMongomock(
     def backend(self) -> Iterator[Backend]:
         import mongomock
 
-        client = mongomock.MongoClient()  # one "server": every store opened shares it
+        client: Any = mongomock.MongoClient()  # one "server": every store opened shares it
         yield from backend(lambda clock: MongoStore(client=client, database="oa", clock=clock))
 
 

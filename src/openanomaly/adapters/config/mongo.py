@@ -52,6 +52,7 @@ ERRORS: tuple[tuple[type[Exception], type[OpenAnomalyError]], ...] = (
 
 _Ids = list[str]  # spelled here: inside MongoStore, ``list`` is the method
 _Versions = list[ModelVersion]
+_Runs = list[JobRun]
 
 
 def shown(url: str) -> str:
@@ -299,7 +300,7 @@ class MongoStore:
         kind: str | None = None,
         status: str | None = None,
         limit: int = 100,
-    ) -> list[JobRun]:
+    ) -> _Runs:
         wanted = {"pipeline_id": pipeline_id, "kind": kind, "status": status}
         query = {k: v for k, v in wanted.items() if v is not None}
         order = [("listed_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
@@ -368,4 +369,5 @@ def _model_version(doc: dict[str, Any]) -> ModelVersion:
 
 
 def _run(doc: dict[str, Any]) -> JobRun:
-    return JobRun(job_id=doc["_id"], **{k: doc.get(k) for k in _RUN_FIELDS if k != "job_id"})
+    values: dict[str, Any] = {k: doc.get(k) for k in _RUN_FIELDS}
+    return JobRun(**(values | {"job_id": doc["_id"]}))
