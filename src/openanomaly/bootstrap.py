@@ -14,10 +14,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from pydantic import SecretStr
 
+from openanomaly.adapters.memory import MemoryJobHistory
 from openanomaly.errors import ConfigError
 from openanomaly.ports import (
     ArtifactStore,
@@ -25,6 +26,7 @@ from openanomaly.ports import (
     Clock,
     EngineFactory,
     JobDispatcher,
+    JobHistory,
     LeaseStore,
     MetricsReader,
     MetricsWriter,
@@ -65,6 +67,8 @@ class Container:
     telemetry: Telemetry
     samples: SampleReader | None = None
     """Reads back what the outputs already hold (recovery, ``backtest --write``)."""
+    history: JobHistory = field(default_factory=MemoryJobHistory)
+    """The run history: the config store's (SQL, MongoDB), else kept in this process."""
     _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
@@ -91,13 +95,14 @@ def bootstrap(
     samples: SampleReader | None = None,
     scheduler: Scheduler | None = None,
     telemetry: Telemetry | None = None,
+    history: JobHistory | None = None,
     clock: Clock = time.time,
     follow: Path | None = None,
 ) -> Container:
     """Build every adapter the settings ask for, unless a test hands one in. ``follow`` is the
     file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``)."""
     settings = settings or load_settings()
-    sql_pipelines: SourcedPipelineStore | None = None
+    sourced: SourcedPipelineStore | None = None
     outcomes: OutcomeStore | None = None  # in this process unless there is a database
     with ExitStack() as opened:  # on a failure half-way, what was opened is closed again
         if telemetry is None:
@@ -114,17 +119,15 @@ def bootstrap(
         if (
             registry is None
             or checkpoints is None
-            or (pipelines is None and settings.config_store == "sqlite")
+            or (pipelines is None and settings.config_store != "yaml")
         ):
-            from openanomaly.adapters.config.sql import SqlStore
-
-            sql = SqlStore(settings.database_url.get_secret_value())
-            opened.callback(sql.close)
-            registry = registry or sql
-            outcomes = sql
-            checkpoints = checkpoints or sql
-            if pipelines is None and settings.config_store == "sqlite":
-                pipelines = sql_pipelines = sql
+            store = _config_store(settings, opened)
+            registry = registry or store
+            outcomes = store
+            checkpoints = checkpoints or store
+            history = history or store
+            if pipelines is None and settings.config_store != "yaml":
+                pipelines = sourced = store
         if pipelines is None:
             from openanomaly.adapters.config.yaml_file import YamlPipelineStore
 
@@ -134,11 +137,13 @@ def bootstrap(
         engines = engines or engine_factory(settings)
         validator = PipelineValidator(engines, max_steps=settings.max_range_steps)
         if follow is not None:
-            if sql_pipelines is None:
-                raise ConfigError("needs config_store=sqlite", where="run --pipelines")
+            if sourced is None:
+                raise ConfigError(
+                    "needs config_store=sqlite, postgres or mongo", where="run --pipelines"
+                )
             from openanomaly.adapters.config.followed_file import FollowedFileStore
 
-            pipelines = FollowedFileStore(sql_pipelines, follow, check=validator)
+            pipelines = FollowedFileStore(sourced, follow, check=validator)
         # Every write of a pipeline (API, CLI) is checked against the engines installed here.
         pipelines = ValidatingPipelineStore(pipelines, validator)
         service = Service(
@@ -188,6 +193,7 @@ def bootstrap(
             writer,
             telemetry,
             samples,
+            history=history or MemoryJobHistory(),
             _opened=opened.pop_all(),
         )
 
@@ -296,7 +302,44 @@ def _plain(secret: SecretStr | None) -> str | None:
     return None if secret is None else secret.get_secret_value()
 
 
+class _ConfigStore(
+    SourcedPipelineStore, ModelRegistry, CheckpointStore, OutcomeStore, JobHistory, Protocol
+):
+    """Every role the database stores (SqlStore, MongoStore) play."""
+
+    def close(self) -> None: ...
+
+
+def _config_store(settings: Settings, opened: ExitStack) -> _ConfigStore:
+    """The database of ``config_store`` (yaml keeps its registry in ``database_url`` too)."""
+    url = settings.database_url.get_secret_value()
+    store: _ConfigStore
+    if settings.config_store == "mongo":
+        from openanomaly.adapters.config.mongo import MongoStore
+
+        store = MongoStore(url)
+    else:  # sqlite, postgres, and yaml's registry
+        from openanomaly.adapters.config.sql import SqlStore
+
+        store = SqlStore(url)
+    opened.callback(store.close)
+    return store
+
+
 def _artifacts(settings: Settings) -> ArtifactStore:
+    if settings.artifact_store == "s3":
+        from openanomaly.adapters.artifacts.s3 import S3ArtifactStore
+
+        s3 = settings.s3
+        assert s3.bucket is not None  # checked by Settings
+        return S3ArtifactStore(
+            s3.bucket,
+            prefix=s3.prefix,
+            endpoint_url=s3.endpoint_url,
+            region=s3.region,
+            access_key_id=_plain(s3.access_key_id),
+            secret_access_key=_plain(s3.secret_access_key),
+        )
     if settings.artifact_store == "noop":
         from openanomaly.adapters.artifacts.noop import NoOpArtifactStore
 

@@ -100,3 +100,61 @@ def test_the_service_records_its_jobs_in_the_telemetry_handed_in() -> None:
     assert telemetry.inferences == [result]
     body, content_type = telemetry.exposition()
     assert b"job infer p ok\n" in body and content_type.startswith("text/plain")
+
+
+def test_config_store_mongo_plays_every_store_role(tmp_path: Path) -> None:
+    from openanomaly.adapters.config.mongo import MongoStore
+
+    s = Settings(
+        config_store="mongo",
+        database_url=SecretStr("mongodb://oa:pw@127.0.0.1:1/oa"),  # never reached: lazy client
+        artifacts_dir=tmp_path / "artifacts",
+    )
+    with bootstrap(s) as c:
+        store = c.service.pipelines.inner  # type: ignore[attr-defined]
+        assert isinstance(store, MongoStore)
+        assert c.service.registry is store and c.service.checkpoints is store
+        assert c.service.leases is store and c.history is store
+
+
+def test_config_store_postgres_is_the_sql_store_with_its_history(tmp_path: Path) -> None:
+    s = Settings(
+        config_store="postgres",
+        database_url=SecretStr("postgresql+psycopg://oa:pw@127.0.0.1:1/oa"),
+        artifacts_dir=tmp_path / "artifacts",
+    )
+    with bootstrap(s) as c:
+        store = c.service.pipelines.inner  # type: ignore[attr-defined]
+        assert isinstance(store, SqlStore) and store.engine.dialect.name == "postgresql"
+        assert c.history is store and c.service.registry is store
+
+
+def test_history_is_kept_in_the_process_without_a_database() -> None:
+    from openanomaly.adapters.memory import MemoryJobHistory
+
+    with bootstrap(
+        Settings(),
+        reader=MemoryMetrics({}),
+        writer=MemoryMetrics({}),
+        pipelines=MemoryPipelineStore(),
+        registry=MemoryRegistry(),
+        checkpoints=MemoryRegistry(),
+        artifacts=MemoryArtifactStore(),
+        engines=MemoryEngineFactory(),
+    ) as c:
+        assert isinstance(c.history, MemoryJobHistory)
+
+
+def test_artifact_store_s3_is_built_from_the_s3_section(tmp_path: Path) -> None:
+    from openanomaly.adapters.artifacts.s3 import S3ArtifactStore
+
+    s = Settings(
+        database_url=SecretStr(f"sqlite:///{tmp_path / 'oa.db'}"),
+        artifact_store="s3",
+        s3={"bucket": "models", "prefix": "oa/", "endpoint_url": "http://127.0.0.1:9000"},
+    )
+    with bootstrap(s) as c:
+        artifacts = c.service.trainer._artifacts
+        assert isinstance(artifacts, S3ArtifactStore)
+        assert (artifacts.bucket, artifacts.prefix) == ("models", "oa/")
+        assert artifacts._client.meta.endpoint_url == "http://127.0.0.1:9000"
