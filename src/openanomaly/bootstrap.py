@@ -25,6 +25,7 @@ from openanomaly.ports import (
     Clock,
     EngineFactory,
     JobDispatcher,
+    JobHistory,
     LeaseStore,
     MetricsReader,
     MetricsWriter,
@@ -38,6 +39,7 @@ from openanomaly.ports import (
 )
 from openanomaly.services.cache import ModelCache
 from openanomaly.services.health import PipelineHealth
+from openanomaly.services.history import HistoryDispatcher
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
@@ -48,6 +50,12 @@ if TYPE_CHECKING:
     import httpx
 
     from openanomaly.adapters.prometheus.probe import TsdbProbe
+
+
+def _memory_history() -> JobHistory:
+    from openanomaly.adapters.memory import MemoryJobHistory
+
+    return MemoryJobHistory()
 
 
 @dataclass
@@ -65,6 +73,8 @@ class Container:
     telemetry: Telemetry
     samples: SampleReader | None = None
     """Reads back what the outputs already hold (recovery, ``backtest --write``)."""
+    history: JobHistory = field(default_factory=_memory_history)
+    """The run history (``openanomaly jobs``, ``GET /api/v1/jobs``)."""
     _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
@@ -91,6 +101,7 @@ def bootstrap(
     samples: SampleReader | None = None,
     scheduler: Scheduler | None = None,
     telemetry: Telemetry | None = None,
+    history: JobHistory | None = None,
     clock: Clock = time.time,
     follow: Path | None = None,
 ) -> Container:
@@ -130,6 +141,8 @@ def bootstrap(
 
             assert settings.pipelines_file is not None  # checked by Settings
             pipelines = YamlPipelineStore(settings.pipelines_file)
+        # The config store's run history when it keeps one, else one in this process.
+        history = history or _history_of(pipelines, registry, checkpoints) or _memory_history()
         artifacts = artifacts or _artifacts(settings)
         engines = engines or engine_factory(settings)
         validator = PipelineValidator(engines, max_steps=settings.max_range_steps)
@@ -164,6 +177,10 @@ def bootstrap(
             clock=clock,
             leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
             health=PipelineHealth(outcomes, clock=clock),
+            history=history,
+            history_days=settings.job_history_days,
+            writer=writer,
+            samples=samples,
         )
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
@@ -171,6 +188,8 @@ def bootstrap(
             dispatcher = ThreadPoolDispatcher(
                 service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
             )
+        # Every submission, by the API, the scheduler or a tick, gets its queued row.
+        dispatcher = HistoryDispatcher(dispatcher, history, clock=clock)
         opened.callback(dispatcher.close)
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
@@ -188,6 +207,7 @@ def bootstrap(
             writer,
             telemetry,
             samples,
+            history=history,
             _opened=opened.pop_all(),
         )
 
@@ -290,6 +310,10 @@ def _tsdb(
     )
     samples = PrometheusSampleReader(t.url, client=client, settle=READBACK_SETTLE.get(flavor, 0.0))
     return reader, writer, samples
+
+
+def _history_of(*stores: object) -> JobHistory | None:
+    return next((s for s in stores if isinstance(s, JobHistory)), None)
 
 
 def _plain(secret: SecretStr | None) -> str | None:
