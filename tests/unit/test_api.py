@@ -4,7 +4,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -62,8 +61,9 @@ def running_dispatcher(handler: list[JobHandler]) -> RecordingDispatcher:
     return RecordingDispatcher(lambda job: handler[0](job))  # noqa: PLW0108 (set later)
 
 
-def job(client: TestClient, answer: httpx.Response) -> dict[str, Any]:
-    """The run of a job an API route queued, read back from where its answer points."""
+def job(client: TestClient, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST to a route that queues a job; its run, read back from where the answer points."""
+    answer = client.post(route, json=body, headers=auth())
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["job_id"]
     assert answer.json() == {"job_id": job_id, "status": "queued"}
@@ -104,14 +104,14 @@ def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
     r = client.put("/api/v1/pipelines/p", json=PIPELINE, headers=auth())
     assert r.status_code == 200 and r.json()["step"] == "1m"
     assert client.get("/api/v1/pipelines/p", headers=auth()).json()["query"] == "m"
-    trained = job(client, client.post("/api/v1/pipelines/p/train", headers=auth()))
+    trained = job(client, "/api/v1/pipelines/p/train")
     assert (trained["status"], trained["kind"], trained["series"]) == ("ok", "train", 1)
     assert (trained["started_at"], trained["end"]) == (iso(NOW), iso(NOW - 60))  # RFC 3339
     assert trained["start"] == "2027-01-15T06:59:00Z"  # the train end - 1h
     models = client.get("/api/v1/pipelines/p/models", headers=auth()).json()
     assert [m["active"] for m in models] == [True]
     assert models[0]["train_start"] == "2027-01-15T06:59:00Z"
-    inferred = job(client, client.post("/api/v1/pipelines/p/infer", headers=auth()))
+    inferred = job(client, "/api/v1/pipelines/p/infer")
     assert inferred["status"] == "ok" and inferred["series"] == 1
     assert inferred["points"] > 0 and inferred["anomalies"] == 0
     assert inferred["end"].endswith("Z") and iso(NOW) >= inferred["end"] > inferred["start"]
@@ -135,7 +135,7 @@ def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
     client.put(
         "/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"}, headers=auth()
     )
-    failed = job(client, client.post("/api/v1/pipelines/e/train", headers=auth()))
+    failed = job(client, "/api/v1/pipelines/e/train")
     assert failed["status"] == "error" and "no data" in failed["error"]
     r = client.post("/api/v1/pipelines/nope/train", headers=auth())
     assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
