@@ -340,6 +340,17 @@ def run(
         run_service(c)
 
 
+@app.command()
+def api() -> None:
+    """Serve the HTTP API alone, without a scheduler: train, infer and backtest requests are
+    queued on the dispatcher (`dispatcher=celery`: run by `openanomaly worker`; `threads`: on
+    this process's worker threads, as `run` does)."""
+    from openanomaly.runner import run_api
+
+    with _container() as c:
+        run_api(c)
+
+
 @app.command("serve-model")
 def serve_model(
     host: Annotated[
