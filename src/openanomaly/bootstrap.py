@@ -40,6 +40,7 @@ from openanomaly.ports import (
 )
 from openanomaly.services.cache import ModelCache
 from openanomaly.services.health import PipelineHealth
+from openanomaly.services.history import HistoryDispatcher
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.service import Service
 from openanomaly.services.trainer import Trainer
@@ -133,6 +134,7 @@ def bootstrap(
 
             assert settings.pipelines_file is not None  # checked by Settings
             pipelines = YamlPipelineStore(settings.pipelines_file)
+        history = history or MemoryJobHistory()  # every store handed in: kept in this process
         artifacts = artifacts or _artifacts(settings)
         engines = engines or engine_factory(settings)
         validator = PipelineValidator(engines, max_steps=settings.max_range_steps)
@@ -169,6 +171,10 @@ def bootstrap(
             clock=clock,
             leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
             health=PipelineHealth(outcomes, clock=clock),
+            history=history,
+            history_days=settings.job_history_days,
+            writer=writer,
+            samples=samples,
         )
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
@@ -176,6 +182,8 @@ def bootstrap(
             dispatcher = ThreadPoolDispatcher(
                 service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
             )
+        # Every submission, by the API, the scheduler or a tick, gets its queued row.
+        dispatcher = HistoryDispatcher(dispatcher, history, clock=clock)
         opened.callback(dispatcher.close)
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
@@ -193,7 +201,7 @@ def bootstrap(
             writer,
             telemetry,
             samples,
-            history=history or MemoryJobHistory(),
+            history=history,
             _opened=opened.pop_all(),
         )
 

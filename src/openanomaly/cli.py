@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -17,13 +17,13 @@ from rich.table import Table
 from openanomaly import __version__
 from openanomaly.bootstrap import Container, bootstrap, engine_factory, model_server
 from openanomaly.domain.durations import format_duration
-from openanomaly.domain.records import InferResult, InferWindow, OutputSeries
+from openanomaly.domain.records import BacktestJob, InferResult, InferWindow
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobOutcome
-from openanomaly.services.backtest import BacktestResult
+from openanomaly.services.backtest import BacktestResult, BacktestWrite
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
 from openanomaly.settings import load_settings
 
@@ -100,6 +100,24 @@ def _main(
     ] = False,
 ) -> None:
     pass
+
+
+MAX_JOBS = 1000
+
+
+class JobKind(enum.StrEnum):
+    train = "train"
+    infer = "infer"
+    backtest = "backtest"
+
+
+class RunStatus(enum.StrEnum):
+    queued = "queued"
+    running = "running"
+    ok = "ok"
+    error = "error"
+    busy = "busy"
+    skipped = "skipped"
 
 
 PipelineArg = Annotated[str, typer.Argument(help="Id of a stored pipeline.", show_default=False)]
@@ -212,7 +230,8 @@ def backtest(
     """Replay a range in production-sized steps and print what would have been flagged."""
     with _container() as c:
         _check_range(c, pipeline, _time(start), _time(end))
-        result = _backtest(c, pipeline, _time(start), _time(end))
+        job = BacktestJob(pipeline, _time(start), _time(end), write=write)
+        result = _backtest(c, job)
         table = Table(
             title=f"{pipeline}: {len(result.events)} anomalies in {len(result.batch)} series"
         )
@@ -222,8 +241,8 @@ def backtest(
         for e in result.events[:200]:
             table.add_row(e.series, iso(e.start), iso(e.end), str(e.points), f"{e.peak:.2f}")
         out.print(table)
-        if write:
-            _write_backtest(c, pipeline, result)
+        if result.written is not None:
+            _print_written(result.written)
     if plot is not None:
         from openanomaly.plot import plot_backtest
 
@@ -231,44 +250,19 @@ def backtest(
         out.print(f"plot: {plot}")
 
 
-def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None:
-    """Write the replayed scores and say how many the TSDB took and why not the others.
-
-    Only VictoriaMetrics stores a rewrite (beside the live sample: both copies stay). Prometheus,
-    Mimir and Thanos refuse a sample at a timestamp they hold, and with it the whole request:
-    there the timestamps already held are read back first and left out (the live scores stay),
-    and nothing older than the TSDB's write horizon (Prometheus: about an hour) is sent.
-    """
-    from openanomaly.domain.outputs import build_outputs
-    from openanomaly.services.recovery import drop_before, missing, output_selector
-
-    spec = c.service.pipelines.get(pipeline)
-    outputs = build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
-    outputs, too_old = drop_before(outputs, c.writer.oldest_accepted())
-    flavor = getattr(c.writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
-    held = 0
-    if flavor != "victoriametrics" and c.samples is not None and result.batch.timestamps.size:
-        ts = result.batch.timestamps
-        present = c.samples.timestamps(output_selector(spec), int(ts[0]) - 1, int(ts[-1]))
-        kept = missing(outputs, present)
-        held = _count(outputs) - _count(kept)
-        outputs = kept
-    sent = c.writer.write(outputs) if outputs else 0
-    out.print(f"wrote {sent} samples to a {flavor or 'TSDB'}")
-    if too_old:
-        out.print(f"not sent: {too_old} samples older than the TSDB accepts (out of bounds)")
-    if held:
+def _print_written(w: BacktestWrite) -> None:
+    """How many samples the TSDB took, and why not the others (``write_backtest``)."""
+    out.print(f"wrote {w.sent} samples to a {w.flavor or 'TSDB'}")
+    if w.too_old:
+        out.print(f"not sent: {w.too_old} samples older than the TSDB accepts (out of bounds)")
+    if w.held:
         out.print(
-            f"not rewritten: {held} samples at timestamps the TSDB already holds (a {flavor} "
+            f"not rewritten: {w.held} samples at timestamps the TSDB already holds (a {w.flavor} "
             "keeps the first sample of a timestamp; only VictoriaMetrics stores a rewrite)"
         )
 
 
-def _count(series: list[OutputSeries]) -> int:
-    return sum(int(np.isfinite(s.values).sum()) for s in series)
-
-
-def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResult:
+def _backtest(c: Container, job: BacktestJob) -> BacktestResult:
     with Progress(
         TextColumn("backtest {task.description}"),
         BarColumn(),
@@ -276,13 +270,57 @@ def _backtest(c: Container, pipeline: str, start: int, end: int) -> BacktestResu
         TimeRemainingColumn(),
         console=err,
     ) as bar:
-        task = bar.add_task(pipeline, total=None)
-        return c.service.backtest(
-            pipeline,
-            start,
-            end,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        task = bar.add_task(job.pipeline_id, total=None)
+        result = c.service.run(
+            job, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
+    assert isinstance(result, BacktestResult)
+    return result
+
+
+@app.command()
+def jobs(
+    job: Annotated[str | None, typer.Argument(help="One job's id (default: a list).")] = None,
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's.")] = None,
+    kind: Annotated[JobKind | None, typer.Option(help="Only jobs of this kind.")] = None,
+    status: Annotated[RunStatus | None, typer.Option(help="Only jobs in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_JOBS, help="At most this many.")] = 50,
+) -> None:
+    """The run history, newest first: each job's window, state, times and counts; with an id,
+    that job's row in full."""
+    with _container() as c:
+        if job is not None:
+            out.print(json.dumps(with_iso_times(c.history.get_run(job)), indent=2))
+            return
+        runs = c.history.runs(
+            pipeline_id=pipeline,
+            kind=kind.value if kind else None,
+            status=status.value if status else None,
+            limit=limit,
+        )
+    table = Table()
+    for col in ("job", "pipeline", "kind", "status", "window end", "started", "took"):
+        table.add_column(col, no_wrap=True)
+    for col in ("series", "points", "flagged", "tries"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_column("error", overflow="fold")
+    for r in runs:
+        took = r.ended_at - r.started_at if r.ended_at and r.started_at else None
+        table.add_row(
+            r.job_id,
+            r.pipeline_id,
+            r.kind,
+            r.status,
+            iso(r.end) if r.end is not None else "-",
+            iso(r.started_at) if r.started_at else "-",
+            "-" if took is None else f"{took:.1f}s",
+            str(r.series),
+            str(r.points),
+            str(r.anomalies),
+            str(r.attempts),
+            shorten(r.error, 200) if r.error else "",
+        )
+    out.print(table)
 
 
 @app.command()
@@ -300,6 +338,17 @@ def run(
 
     with _container(follow=pipelines) as c:
         run_service(c)
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API alone, without a scheduler: train, infer and backtest requests are
+    queued on the dispatcher (`dispatcher=celery`: run by `openanomaly worker`; `threads`: on
+    this process's worker threads, as `run` does)."""
+    from openanomaly.runner import run_api
+
+    with _container() as c:
+        run_api(c)
 
 
 @app.command("serve-model")

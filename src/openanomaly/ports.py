@@ -204,6 +204,7 @@ class LeaseStore(Protocol):
         ...
 
 
+@runtime_checkable
 class JobHistory(Protocol):
     """The run history: a row per job, kept in the config store, pruned by age."""
 

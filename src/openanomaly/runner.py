@@ -1,4 +1,5 @@
-"""The standalone service: scheduler + worker threads + the HTTP API, in one process."""
+"""The long-running processes: the standalone service (scheduler + worker threads + the HTTP
+API) and the API alone (``openanomaly api``), in one process each."""
 
 from __future__ import annotations
 
@@ -15,12 +16,24 @@ log = logging.getLogger(__name__)
 
 
 def run_service(container: Container) -> None:
+    """Schedule the pipelines and serve the API until SIGINT/SIGTERM (see ``serve``)."""
+    serve(container, schedule=True)
+
+
+def run_api(container: Container) -> None:
+    """Serve the API alone: no scheduler. Jobs it is asked for go to the container's
+    dispatcher (the broker with ``dispatcher=celery``, this process's threads otherwise)."""
+    serve(container, schedule=False)
+
+
+def serve(container: Container, *, schedule: bool) -> None:
     """Serve until SIGINT/SIGTERM, then stop scheduling, drop the queued windows (the checkpoint
     keeps them), give the running ones ``shutdown_grace`` seconds to finish and close the
     container."""
     settings = container.settings
-    log.info("starting with settings %s", settings.describe())
-    container.scheduler.start()
+    log.info("starting %s with settings %s", "service" if schedule else "api", settings.describe())
+    if schedule:
+        container.scheduler.start()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; without a handler
     # of ours that would kill the process before the scheduler and workers are stopped.
     signal.signal(signal.SIGTERM, _exit_cleanly)

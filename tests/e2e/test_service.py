@@ -76,8 +76,14 @@ def test_service_schedules_training_and_inference(
     assert bad.status_code == 422 and "step" in bad.text
 
     # Train now through the API; the scheduler picks the pipeline up at its next store sync.
-    r = httpx.post(f"{url}/api/v1/pipelines/{pid}/train", headers=auth, timeout=60)
-    assert r.status_code == 200 and r.json()["series"] == 3
+    r = httpx.post(f"{url}/api/v1/pipelines/{pid}/train", headers=auth)
+    assert r.status_code == 202, r.text
+    job = f"{url}{r.headers['location']}"
+    deadline = time.monotonic() + 60
+    while (run := httpx.get(job, headers=auth).json())["status"] in ("queued", "running"):
+        assert time.monotonic() < deadline, run
+        time.sleep(0.2)
+    assert (run["status"], run["series"]) == ("ok", 3), run
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         metrics = httpx.get(f"{url}/metrics").text

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from openanomaly.api.app import create_app
 from openanomaly.bootstrap import Container, bootstrap
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.timeparse import iso
+from openanomaly.ports import JobHandler
 from openanomaly.settings import Settings
 
 NOW = 1_800_000_000
@@ -36,7 +38,8 @@ def fake_container(
     ts = np.arange(NOW - 7200, NOW + 1, 60)
     batch = SeriesBatch(({"__name__": "m", "i": "0"},), ts, np.ones((1, ts.size)))
     metrics, registry = tsdb({"m": batch}), MemoryRegistry()
-    return bootstrap(
+    handler: list[JobHandler] = []
+    c = bootstrap(
         settings,
         reader=metrics,
         writer=metrics,
@@ -45,9 +48,29 @@ def fake_container(
         checkpoints=registry,
         artifacts=MemoryArtifactStore(),
         engines=engines or MemoryEngineFactory(),
-        dispatcher=RecordingDispatcher(),
+        dispatcher=running_dispatcher(handler),
         clock=lambda: NOW,
     )
+    handler.append(c.service.run_logged)
+    return c
+
+
+def running_dispatcher(handler: list[JobHandler]) -> RecordingDispatcher:
+    """A dispatcher that runs each job at once in the submitting thread, on ``handler[0]``
+    (the container's ``service.run_logged``, appended once bootstrap has built it)."""
+    return RecordingDispatcher(lambda job: handler[0](job))  # noqa: PLW0108 (set later)
+
+
+def job(client: TestClient, route: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """POST to a route that queues a job; its run, read back from where the answer points."""
+    answer = client.post(route, json=body, headers=auth())
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["job_id"]
+    assert answer.json() == {"job_id": job_id, "status": "queued"}
+    assert answer.headers["location"] == f"/api/v1/jobs/{job_id}"
+    run = client.get(answer.headers["location"], headers=auth())
+    assert run.status_code == 200 and run.json()["job_id"] == job_id
+    return dict(run.json())
 
 
 @pytest.fixture
@@ -81,15 +104,19 @@ def test_pipeline_lifecycle_and_jobs(client: TestClient) -> None:
     r = client.put("/api/v1/pipelines/p", json=PIPELINE, headers=auth())
     assert r.status_code == 200 and r.json()["step"] == "1m"
     assert client.get("/api/v1/pipelines/p", headers=auth()).json()["query"] == "m"
-    trained = client.post("/api/v1/pipelines/p/train", headers=auth()).json()
-    assert trained["series"] == 1
-    assert (trained["created_at"], trained["train_end"]) == (iso(NOW), iso(NOW - 60))  # RFC 3339
+    trained = job(client, "/api/v1/pipelines/p/train")
+    assert (trained["status"], trained["kind"], trained["series"]) == ("ok", "train", 1)
+    assert (trained["started_at"], trained["end"]) == (iso(NOW), iso(NOW - 60))  # RFC 3339
+    assert trained["start"] == "2027-01-15T06:59:00Z"  # the train end - 1h
     models = client.get("/api/v1/pipelines/p/models", headers=auth()).json()
     assert [m["active"] for m in models] == [True]
-    assert models[0]["train_start"] == "2027-01-15T06:59:00Z"  # the train end - 1h
-    inferred = client.post("/api/v1/pipelines/p/infer", headers=auth()).json()
+    assert models[0]["train_start"] == "2027-01-15T06:59:00Z"
+    inferred = job(client, "/api/v1/pipelines/p/infer")
+    assert inferred["status"] == "ok" and inferred["series"] == 1
     assert inferred["points"] > 0 and inferred["anomalies"] == 0
     assert inferred["end"].endswith("Z") and iso(NOW) >= inferred["end"] > inferred["start"]
+    again = client.post("/api/v1/pipelines/p/infer", headers=auth())
+    assert (again.status_code, again.json()) == (200, {"status": "nothing new to score"})
     metrics = client.get("/metrics").text
     assert 'openanomaly_jobs_total{kind="infer",pipeline="p",status="ok"} 1.0' in metrics
     assert 'openanomaly_points_scored_total{pipeline="p"}' in metrics
@@ -108,8 +135,10 @@ def test_errors_map_to_http_codes_with_a_message(client: TestClient) -> None:
     client.put(
         "/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"}, headers=auth()
     )
-    r = client.post("/api/v1/pipelines/e/train", headers=auth())
-    assert r.status_code == 422 and r.json()["error"]["type"] == "NoData"
+    failed = job(client, "/api/v1/pipelines/e/train")
+    assert failed["status"] == "error" and "no data" in failed["error"]
+    r = client.post("/api/v1/pipelines/nope/train", headers=auth())
+    assert r.status_code == 404 and r.json()["error"]["type"] == "NotFound"
 
 
 @pytest.mark.parametrize(
@@ -175,21 +204,24 @@ def test_status_shows_the_last_jobs_and_survives_a_restart(tmp_path: Path) -> No
     metrics = MemoryMetrics({"m": SeriesBatch(({"__name__": "m"},), ts, np.ones((1, ts.size)))})
 
     def app() -> Container:
-        return bootstrap(
+        handler: list[JobHandler] = []
+        c = bootstrap(
             Settings(database_url=db),
             reader=metrics,
             writer=metrics,
             artifacts=MemoryArtifactStore(),
             engines=MemoryEngineFactory(),
-            dispatcher=RecordingDispatcher(),
+            dispatcher=running_dispatcher(handler),
             clock=lambda: NOW,
         )
+        handler.append(c.service.run_logged)
+        return c
 
     with app() as c, TestClient(create_app(c)) as tc:
         tc.put("/api/v1/pipelines/p", json=PIPELINE)
         tc.put("/api/v1/pipelines/e", json={**PIPELINE, "id": "e", "query": "absent"})
-        assert tc.post("/api/v1/pipelines/p/train").status_code == 200
-        assert tc.post("/api/v1/pipelines/e/train").status_code == 422
+        assert tc.post("/api/v1/pipelines/p/train").status_code == 202
+        assert tc.post("/api/v1/pipelines/e/train").status_code == 202
     with app() as c, TestClient(create_app(c)) as tc:  # a restart
         p = tc.get("/api/v1/pipelines/p/status").json()
         listed = {s["id"]: s["status"] for s in tc.get("/api/v1/pipelines").json()}

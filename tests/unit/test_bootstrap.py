@@ -60,7 +60,7 @@ def test_close_releases_the_client_the_database_the_workers_and_the_scheduler(
     assert store.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
     assert not c.scheduler._aps.running
     c.dispatcher.submit(TrainJob("p", NOW))  # after close: left to the checkpoint, not run
-    assert c.dispatcher._pending == {}  # type: ignore[attr-defined]
+    assert c.dispatcher.inner._pending == {}  # type: ignore[attr-defined]
 
 
 def test_the_service_records_its_jobs_in_the_telemetry_handed_in() -> None:

@@ -8,7 +8,7 @@ from fastapi_offline import FastAPIOffline
 from openanomaly import __version__
 from openanomaly.api import errors
 from openanomaly.api.limits import BodyLimit
-from openanomaly.api.routes import health, pipelines
+from openanomaly.api.routes import health, jobs, pipelines
 from openanomaly.bootstrap import Container
 
 
@@ -20,4 +20,5 @@ def create_app(container: Container) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=container.settings.api.max_body_bytes)
     app.include_router(health.router)
     app.include_router(pipelines.router)
+    app.include_router(jobs.router)
     return app

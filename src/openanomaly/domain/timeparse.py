@@ -35,8 +35,12 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-TIME_FIELDS = frozenset({"created_at", "train_start", "train_end", "start", "end"})
-"""The fields of the records (``ModelVersion``, ``InferResult``) that hold unix seconds."""
+TIME_FIELDS = frozenset(
+    {"created_at", "train_start", "train_end", "start", "end"}
+    | {"submitted_at", "started_at", "ended_at"}
+)
+"""The fields of the records (``ModelVersion``, ``InferResult``, ``JobRun``) that hold unix
+seconds."""
 
 
 def with_iso_times(record: Any) -> dict[str, Any]:

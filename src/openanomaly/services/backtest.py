@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from openanomaly.domain.outputs import build_outputs
+from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.scoring import Scored
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.windows import windows
 from openanomaly.errors import NoData, NotEnoughHistory
-from openanomaly.ports import EngineFactory, MetricsReader, ModelEngine
+from openanomaly.ports import EngineFactory, MetricsReader, MetricsWriter, ModelEngine, SampleReader
 from openanomaly.services.inferencer import score_window
+from openanomaly.services.recovery import drop_before, missing, output_selector
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +53,29 @@ class BacktestResult:
     events: list[Event]
     trains: int
     windows: int
+    written: BacktestWrite | None = None
+    """What ``write`` sent, when the outputs were written."""
 
     @property
     def anomalies(self) -> int:
         return int(np.nansum(self.scored.score > 1))
+
+    @property
+    def points(self) -> int:
+        """Points scored (an input point with a score)."""
+        return int(np.isfinite(self.scored.score).sum())
+
+
+@dataclass(frozen=True)
+class BacktestWrite:
+    """What writing a backtest's outputs did: samples ``sent``, not sent as ``too_old`` (behind
+    the TSDB's write horizon), not sent as ``held`` (at timestamps the TSDB already holds),
+    and the TSDB's ``flavor`` when the writer knows it."""
+
+    sent: int
+    too_old: int
+    held: int
+    flavor: str | None
 
 
 def find_events(batch: SeriesBatch, score: np.ndarray, threshold: float = 1.0) -> list[Event]:
@@ -139,3 +161,36 @@ def _fit(
     if not present.size:
         return None
     return model.fit(history.take(present))
+
+
+def write_backtest(
+    result: BacktestResult,
+    pipeline: Pipeline,
+    writer: MetricsWriter,
+    samples: SampleReader | None,
+) -> BacktestResult:
+    """Write the replayed outputs; ``result`` with what was sent (``written``).
+
+    Only VictoriaMetrics stores a rewrite (beside the live sample: both copies stay).
+    Prometheus, Mimir and Thanos refuse a sample at a timestamp they hold, and with it the whole
+    request: there the timestamps already held are read back first and left out (the live
+    scores stay), and nothing older than the TSDB's write horizon (Prometheus: about an hour)
+    is sent.
+    """
+    batch = result.batch
+    outputs = build_outputs(batch.labels, batch.timestamps, result.scored, pipeline)
+    outputs, too_old = drop_before(outputs, writer.oldest_accepted())
+    flavor = getattr(writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
+    held = 0
+    if flavor != "victoriametrics" and samples is not None and batch.timestamps.size:
+        ts = batch.timestamps
+        present = samples.timestamps(output_selector(pipeline), int(ts[0]) - 1, int(ts[-1]))
+        kept = missing(outputs, present)
+        held = _count(outputs) - _count(kept)
+        outputs = kept
+    sent = writer.write(outputs) if outputs else 0
+    return replace(result, written=BacktestWrite(sent, too_old, held, flavor))
+
+
+def _count(series: list[OutputSeries]) -> int:
+    return sum(int(np.isfinite(s.values).sum()) for s in series)

@@ -16,6 +16,8 @@ from openanomaly.domain.records import (
     InferResult,
     InferWindow,
     Job,
+    JobRun,
+    JobStatus,
     ModelVersion,
     TrainJob,
 )
@@ -26,14 +28,18 @@ from openanomaly.ports import (
     CheckpointStore,
     Clock,
     EngineFactory,
+    JobHistory,
     LeaseStore,
     MetricsReader,
+    MetricsWriter,
     ModelRegistry,
     PipelineStore,
+    SampleReader,
     Telemetry,
 )
-from openanomaly.services.backtest import BacktestResult, Progress, backtest
+from openanomaly.services.backtest import BacktestResult, Progress, backtest, write_backtest
 from openanomaly.services.health import PipelineHealth
+from openanomaly.services.history import RunLog
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.lease import holding, owner_id
 from openanomaly.services.trainer import Trainer
@@ -57,38 +63,90 @@ class Service:
     """Without one (tests of a single service), only the in-process lock keeps runs apart."""
     owner: str = field(default_factory=owner_id)
     lease_ttl: float = 60.0
+    history: JobHistory | None = None
+    """The run history (``services/history.py``); without one, no run is recorded."""
+    history_days: float = 7.0
+    """Runs that ended longer ago are pruned (at most once an hour, by each service)."""
+    writer: MetricsWriter | None = None
+    """Where a backtest with ``write`` sends its outputs."""
+    samples: SampleReader | None = None
+    """What the outputs hold already: a backtest's rewrite leaves it out (``write_backtest``)."""
 
     def __post_init__(self) -> None:
+        self.runs = RunLog(self.history, keep=self.history_days * 86400, clock=self.clock)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
-    def run(self, job: Job, *, wait: float = 0.0) -> ModelVersion | InferResult:
-        """Run one job now. Jobs of the same pipeline never overlap in this process, and
-        inference windows of a pipeline never overlap across processes (the lease): if
-        another process holds it for ``wait`` seconds more, PipelineBusy is raised."""
+    def run(
+        self, job: Job, *, wait: float = 0.0, progress: Progress | None = None
+    ) -> ModelVersion | InferResult | BacktestResult:
+        """Run one job now and record it in the run history. Jobs of the same pipeline never
+        overlap in this process, and inference windows of a pipeline never overlap across
+        processes (the lease): if another process holds it for ``wait`` seconds more,
+        PipelineBusy is raised. A backtest (``progress``: its windows done) only reads, and
+        writes outputs with ``write``: it takes neither."""
         began = time.perf_counter()
+        row = self.runs.started(job)
         try:
-            with self._lock(job.pipeline_id):
-                pipeline = self.pipelines.get(job.pipeline_id)
-                if isinstance(job, TrainJob):
-                    result: ModelVersion | InferResult = self.trainer.train(pipeline, job.end)
-                elif isinstance(job, BacktestJob):
-                    raise ConfigError("backtest jobs are not dispatched yet")
-                else:
-                    with self._lease(job.pipeline_id, wait) as owner:
-                        result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
-                    self.telemetry.inferred(result)
-                    self.health.waiting(job.pipeline_id, result.waiting)
+            result = self._execute(job, wait, progress)
         except PipelineBusy:
             self.telemetry.job_done(job.kind, job.pipeline_id, "busy", time.perf_counter() - began)
+            self.runs.ended(row, "busy")
             raise
         except Exception as exc:
             self.telemetry.job_done(job.kind, job.pipeline_id, "error", time.perf_counter() - began)
-            self.health.failed(job.pipeline_id, job.kind, exc)
+            if job.kind != "backtest":  # a replay of the past says nothing of the pipeline now
+                self.health.failed(job.pipeline_id, job.kind, exc)
+            deleted = isinstance(exc, NotFound) and (exc.kind, exc.ident) == (
+                "pipeline",
+                job.pipeline_id,
+            )
+            self.runs.ended(row, "skipped" if deleted else "error", error=exc)
             raise
         self.telemetry.job_done(job.kind, job.pipeline_id, "ok", time.perf_counter() - began)
-        self.health.succeeded(job.pipeline_id, job.kind)
+        if job.kind != "backtest":
+            self.health.succeeded(job.pipeline_id, job.kind)
+        self._ended(row, result)
         return result
+
+    def _execute(
+        self, job: Job, wait: float, progress: Progress | None
+    ) -> ModelVersion | InferResult | BacktestResult:
+        if isinstance(job, BacktestJob):
+            return self._backtest(job, progress)
+        with self._lock(job.pipeline_id):
+            pipeline = self.pipelines.get(job.pipeline_id)
+            if isinstance(job, TrainJob):
+                return self.trainer.train(pipeline, job.end)
+            with self._lease(job.pipeline_id, wait) as owner:
+                result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
+            self.telemetry.inferred(result)
+            self.health.waiting(job.pipeline_id, result.waiting)
+            return result
+
+    def _backtest(self, job: BacktestJob, progress: Progress | None) -> BacktestResult:
+        pipeline = self.pipelines.get(job.pipeline_id)
+        if job.write and self.writer is None:
+            raise ConfigError("this service has no TSDB writer", where="backtest --write")
+        result = backtest(
+            pipeline, self.reader, self.engines, start=job.start, end=job.end, progress=progress
+        )
+        if job.write:
+            assert self.writer is not None
+            result = write_backtest(result, pipeline, self.writer, self.samples)
+        return result
+
+    def _ended(self, row: JobRun, result: ModelVersion | InferResult | BacktestResult) -> None:
+        if isinstance(result, ModelVersion):
+            window = (result.train_start, result.train_end)
+            self.runs.ended(row, "ok", counts=(result.series, 0, 0), window=window)
+        elif isinstance(result, InferResult):
+            counts = (result.series, result.points, result.anomalies)
+            status: JobStatus = "ok" if result.windows or result.recovered else "skipped"
+            self.runs.ended(row, status, counts=counts, window=(result.start, result.end))
+        else:
+            counts = (len(result.batch), result.points, result.anomalies)
+            self.runs.ended(row, "ok", counts=counts)
 
     def run_logged(self, job: Job) -> None:
         """For workers: run, log a failure with its message (no trace for expected errors)."""
@@ -133,6 +191,7 @@ class Service:
     def backtest(
         self, pipeline_id: str, start: int, end: int, progress: Progress | None = None
     ) -> BacktestResult:
+        """Replay ``(start, end]`` now, writing nothing and recording no run."""
         pipeline = self.pipelines.get(pipeline_id)
         return backtest(
             pipeline, self.reader, self.engines, start=start, end=end, progress=progress

@@ -1,20 +1,22 @@
-"""Pipelines: list, read, create/replace, delete; their models; run a job now."""
+"""Pipelines: list, read, create/replace, delete; their models; queue a job now."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from openanomaly.api.deps import Authorized, ContainerDep, ServiceDep
+from openanomaly.api.routes.jobs import Queued, submit
 from openanomaly.bootstrap import Container
-from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
+from openanomaly.domain.records import BacktestJob, InferWindow
 from openanomaly.domain.spec import Pipeline
-from openanomaly.domain.timeparse import with_iso_times
+from openanomaly.domain.timeparse import parse_time, with_iso_times
 from openanomaly.errors import ConfigError
 from openanomaly.services.status import report
-from openanomaly.services.validation import PipelineValidator
+from openanomaly.services.validation import PipelineValidator, check_range
 
 router = APIRouter(prefix="/api/v1/pipelines", tags=["pipelines"], dependencies=[Authorized])
 
@@ -76,18 +78,48 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
     ]
 
 
-@router.post("/{pipeline_id}/train")
-def train_now(pipeline_id: str, service: ServiceDep) -> dict[str, Any]:
-    result = service.run(service.train_job(pipeline_id))
-    assert isinstance(result, ModelVersion)
-    return with_iso_times(result)
+@router.post("/{pipeline_id}/train", status_code=202)
+def train_now(pipeline_id: str, container: ContainerDep, response: Response) -> Queued:
+    """Queue a training on the window that ends now (``GET /api/v1/jobs/{id}`` follows it)."""
+    return submit(container, container.service.train_job(pipeline_id), response)
 
 
-@router.post("/{pipeline_id}/infer")
-def infer_now(pipeline_id: str, container: ContainerDep) -> dict[str, Any]:
+@router.post(
+    "/{pipeline_id}/infer",
+    status_code=202,
+    responses={200: {"description": "Nothing new to score: no job queued."}},
+)
+def infer_now(pipeline_id: str, container: ContainerDep, response: Response) -> dict[str, Any]:
+    """Queue the window due since the last run, if there is one."""
     window: InferWindow | None = container.service.due_infer(pipeline_id)
     if window is None:
+        response.status_code = 200
         return {"status": "nothing new to score"}
-    result = container.service.run(window)
-    assert isinstance(result, InferResult)
-    return with_iso_times(result)
+    return submit(container, window, response).model_dump()
+
+
+class BacktestRequest(BaseModel):
+    """The range to replay, as the CLI's ``--from``/``--to`` take it: RFC 3339, unix seconds,
+    ``now`` or relative (``-2d``, ``now-2h``); ``write`` also sends the outputs to the TSDB."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+
+    start: str = Field(alias="from")
+    end: str = Field("now", alias="to")
+    write: bool = False
+
+
+@router.post("/{pipeline_id}/backtest", status_code=202)
+def backtest_now(
+    pipeline_id: str, body: BacktestRequest, container: ContainerDep, response: Response
+) -> Queued:
+    """Queue a replay of ``(from, to]``; its run's row holds the series, points and flagged
+    points."""
+    now = container.service.clock()
+    try:
+        start, end = parse_time(body.start, now=now), parse_time(body.end, now=now)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    step = container.service.pipelines.get(pipeline_id).step
+    check_range(start, end, step, limit=container.settings.max_range_steps)
+    return submit(container, BacktestJob(pipeline_id, start, end, write=body.write), response)
