@@ -35,7 +35,7 @@ from typer.testing import CliRunner
 
 from openanomaly.cli import app
 from openanomaly.settings import Settings, load_settings
-from tests.servers import free_port
+from tests.servers import find_binary, free_port
 from tests.unit.test_readme_settings import _env_names
 
 ROOT = Path(__file__).parents[2]
@@ -277,6 +277,37 @@ def test_compose_sets_only_settings_and_runs_only_commands(
     for service, spec in config["services"].items():
         stray = {k for k in spec.get("environment") or {} if k.startswith("OA_")} - SETTINGS
         assert not stray, f"{name}: {service}"
+
+
+def test_every_file_a_service_mounts_is_in_the_repository(
+    compose: tuple[str, dict[str, Any]],
+) -> None:
+    name, config = compose
+    for service, spec in config["services"].items():
+        for volume in spec.get("volumes", []):
+            if volume["type"] == "bind":
+                assert Path(volume["source"]).exists(), f"{name}: {service}: {volume['source']}"
+
+
+def test_victoriametrics_accepts_its_scrape_config(
+    compose: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """VictoriaMetrics' own dry run of the file it is given (strict: unknown fields fail)."""
+    name, config = compose
+    tsdb = config["services"]["victoriametrics"]
+    (flag,) = (a for a in tsdb["command"] if a.startswith("-promscrape.config="))
+    (mount,) = (v for v in tsdb["volumes"] if v["target"] == flag.split("=", 1)[1])
+    binary = find_binary("victoria-metrics")
+    args = (binary, f"-promscrape.config={mount['source']}", "-promscrape.config.dryRun")
+    result = subprocess.run(
+        (*args, "-loggerLevel=ERROR"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,  # where it would put its data
+    )
+    assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
 def test_the_env_example_names_only_real_settings() -> None:
