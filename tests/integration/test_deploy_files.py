@@ -434,7 +434,9 @@ def test_rendered_manifests_match_the_kubernetes_schemas(
 
 def test_the_schema_check_finds_a_misspelt_field() -> None:
     (beat,) = (
-        d for d in _render(VALUES["defaults"]) if d["metadata"]["name"] == "oa-openanomaly-beat"
+        d
+        for d in _by_kind(_render(VALUES["defaults"]), "Deployment")
+        if d["metadata"]["name"] == "oa-openanomaly-beat"
     )
     beat["spec"]["template"]["spec"]["containers"][0]["livenessprobe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -475,6 +477,11 @@ def test_the_chart_runs_the_api_workers_and_beats_with_their_probes(
         assert worker["spec"]["replicas"] == group["replicas"]
         args = worker["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[args.index("--queues") + 1] == ",".join(group["queues"])
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for d in _by_kind(docs, "PodDisruptionBudget")
+    }
+    assert budgets == set(deployments)
     (service,) = _by_kind(docs, "Service")
     assert service["spec"]["selector"] == deployments["api"]["spec"]["selector"]["matchLabels"]
 
