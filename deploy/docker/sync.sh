@@ -15,7 +15,7 @@ TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 TORCH_LOCAL=${TORCH_LOCAL:-cpu}
 run=""
 if [ "${1:-}" = "--dry-run" ]; then
-  run=echo
+  run="echo"
   shift
 fi
 

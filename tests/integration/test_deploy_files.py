@@ -321,6 +321,35 @@ def test_victoriametrics_accepts_its_scrape_config(
     assert result.returncode == 0, f"{name}: {result.stderr}"
 
 
+def _shell_scripts(config: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """The shell scripts the services run (`sh -c SCRIPT`) and their health checks' CMD-SHELL,
+    with Compose's `$$` as the `$` the container's shell sees."""
+    for service, spec in config["services"].items():
+        argv = [*(spec.get("entrypoint") or []), *(spec.get("command") or [])]
+        for i, arg in enumerate(argv[:-1]):
+            if Path(arg).name == "sh" and re.fullmatch(r"-e?c|-ec", argv[i + 1]):
+                yield service, argv[i + 2]
+        test = spec.get("healthcheck", {}).get("test") or [""]
+        if test[0] == "CMD-SHELL":
+            yield f"{service} (health check)", test[1]
+
+
+def test_shellcheck_passes_the_shell_scripts(
+    compose: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    name, config = compose
+    scripts = {"deploy/docker/sync.sh": DEPLOY / "docker" / "sync.sh"}
+    for service, script in _shell_scripts(config):
+        path = tmp_path / f"{service.split()[0]}-{len(scripts)}.sh"
+        path.write_text("#!/bin/sh\n" + script.replace("$$", "$") + "\n")
+        scripts[f"{name}: {service}"] = path
+    if name == "cluster":
+        assert {"cluster: redis", "cluster: minio-init"} <= set(scripts)
+    for where, path in scripts.items():
+        result = _run(_tool("shellcheck"), "--shell=sh", str(path))
+        assert result.returncode == 0, f"{where}:\n{result.stdout}"
+
+
 def test_the_env_example_names_only_real_settings() -> None:
     names = re.findall(r"^(OA_\w+)=", ENV_EXAMPLE.read_text(), flags=re.MULTILINE)
     assert names and set(names) <= SETTINGS
