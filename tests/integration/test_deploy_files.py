@@ -166,6 +166,7 @@ def _sync_plan(extras: str) -> str:
 
 
 def test_the_image_takes_torch_only_for_a_torch_extra_and_then_the_cpu_build() -> None:
+    assert os.access(DEPLOY / "docker" / "sync.sh", os.X_OK)  # the Dockerfile runs it as is
     default = _sync_plan("cluster")
     assert "torch" not in default and "--extra cluster" in default and "--no-dev" in default
     chronos = _sync_plan("cluster chronos")
