@@ -48,6 +48,8 @@ app = typer.Typer(
 )
 pipelines_app = typer.Typer(no_args_is_help=True, help="Manage the stored pipelines.")
 app.add_typer(pipelines_app, name="pipelines")
+models_app = typer.Typer(no_args_is_help=True, help="A pipeline's model versions; roll back.")
+app.add_typer(models_app, name="models")
 # Piped output is not cut at 80 columns: series names must stay whole for grep and scripts.
 out = Console(width=None if sys.stdout.isatty() else 240)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 240)
@@ -492,6 +494,46 @@ def _apply(c: Container, file: Path) -> None:
     for p in load_pipeline_file(file, check=_validator(c)):
         c.service.pipelines.put(p)
         out.print(f"applied {p.id}")
+
+
+@models_app.command("list")
+def models_list(pipeline: PipelineArg) -> None:
+    """The pipeline's model versions, newest first; the active one is marked."""
+    with _container() as c:
+        c.service.pipelines.get(pipeline)
+        active = c.service.registry.active(pipeline)
+        versions = c.service.registry.versions(pipeline)
+    table = Table()
+    for col in ("active", "version", "created", "engine/model", "series", "train window"):
+        table.add_column(col, no_wrap=True)
+    for v in versions:
+        table.add_row(
+            "*" if active is not None and v.version == active.version else "",
+            v.version,
+            iso(int(v.created_at)),
+            f"{v.engine}/{v.model}",
+            str(v.series),
+            f"{iso(v.train_start)} .. {iso(v.train_end)}",
+        )
+    out.print(table)
+
+
+@models_app.command("rollback")
+def models_rollback(
+    pipeline: PipelineArg,
+    to: Annotated[
+        str | None,
+        typer.Option(help="The version to activate (default: the one before the active one)."),
+    ] = None,
+) -> None:
+    """Make an earlier model version active; inference uses it from its next window."""
+    from openanomaly.services.rollback import rollback
+
+    with _container() as c:
+        before = c.service.registry.active(pipeline)
+        target = rollback(c.service.pipelines, c.service.registry, pipeline, to)
+    was = f" (was {before.version})" if before is not None else ""
+    out.print(f"pipeline {pipeline}: active model version {target.version}{was}")
 
 
 def main() -> None:

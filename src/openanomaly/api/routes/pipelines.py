@@ -15,6 +15,7 @@ from openanomaly.domain.records import BacktestJob, InferWindow
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.timeparse import parse_time, with_iso_times
 from openanomaly.errors import ConfigError
+from openanomaly.services.rollback import rollback
 from openanomaly.services.status import report
 from openanomaly.services.validation import PipelineValidator, check_range
 
@@ -76,6 +77,14 @@ def list_models(pipeline_id: str, service: ServiceDep) -> list[dict[str, Any]]:
         {**with_iso_times(v), "active": active is not None and v.version == active.version}
         for v in service.registry.versions(pipeline_id)
     ]
+
+
+@router.post("/{pipeline_id}/models/{version}/activate")
+def activate_model(pipeline_id: str, version: str, service: ServiceDep) -> dict[str, Any]:
+    """Make ``version`` the active model (a rollback, or forward again); 404 for an unknown
+    version, 422 for one trained for another spec of the pipeline."""
+    target = rollback(service.pipelines, service.registry, pipeline_id, to=version)
+    return {**with_iso_times(target), "active": True}
 
 
 @router.post("/{pipeline_id}/train", status_code=202)
