@@ -172,6 +172,11 @@ def bootstrap(
                 service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
             )
         opened.callback(dispatcher.close)
+        if scheduler is None and settings.scheduler == "redbeat":
+            # The `openanomaly beat` processes schedule (their leader follows the store).
+            from openanomaly.adapters.schedule.redbeat import BeatProcessScheduler
+
+            scheduler = BeatProcessScheduler()
         if scheduler is None:
             from openanomaly.adapters.schedule.aps import ApsScheduler
 

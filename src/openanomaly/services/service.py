@@ -31,7 +31,9 @@ from openanomaly.ports import (
     ModelRegistry,
     PipelineStore,
     Telemetry,
+    TickKind,
 )
+from openanomaly.services import ticks
 from openanomaly.services.backtest import BacktestResult, Progress, backtest
 from openanomaly.services.health import PipelineHealth
 from openanomaly.services.inferencer import Inferencer
@@ -122,6 +124,9 @@ class Service:
 
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         return self.health.failed(pipeline_id, what, exc)
+
+    def due_jobs(self, pipeline_id: str, kind: TickKind) -> list[Job]:
+        return ticks.tick(self, pipeline_id, kind, telemetry=self.telemetry)
 
     def needs_training(self, pipeline_id: str) -> bool:
         pipeline = self.pipelines.get(pipeline_id)

@@ -1,0 +1,89 @@
+"""What a tick submits (``services/ticks.py``), shared by ApsScheduler and the Celery tick task,
+and which RedBeat entries the pipelines need (``adapters/schedule/redbeat.py``)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from openanomaly.adapters.memory import MemoryJobPlanner, RecordingTelemetry
+from openanomaly.adapters.schedule.redbeat import EntrySpec, is_ours, poll_interval, wanted
+from openanomaly.domain.records import InferWindow, TrainJob
+from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import NotFound, QueryError
+from openanomaly.services import ticks
+
+
+def pipeline(pid: str, **fields: object) -> Pipeline:
+    spec = {"id": pid, "query": "m", "step": "10s", "infer": {"every": "30s"}}
+    return Pipeline.model_validate(spec | fields)
+
+
+def test_an_infer_tick_trains_first_when_needed_then_submits_the_due_window() -> None:
+    window = InferWindow("a", 0, 60)
+    planner = MemoryJobPlanner([pipeline("a")], untrained={"a"}, due={"a": window}, now=600)
+    assert ticks.jobs_due(planner, "a", "infer") == [TrainJob("a", 600), window]
+    planner.untrained.clear()
+    assert ticks.jobs_due(planner, "a", "infer") == []  # the window was taken: nothing new
+    assert ticks.jobs_due(planner, "a", "train") == [TrainJob("a", 600)]
+    with pytest.raises(ValueError, match="infer"):
+        ticks.jobs_due(planner, "a", "backtest")  # type: ignore[arg-type]
+
+
+class FailingPlanner(MemoryJobPlanner):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__()
+        self.exc = exc
+
+    def needs_training(self, pipeline_id: str) -> bool:
+        raise self.exc
+
+
+@pytest.mark.parametrize(
+    ("exc", "counted", "reported"),
+    [
+        (NotFound("pipeline", "a"), False, False),  # deleted since the sync: not a failure
+        (NotFound("model", "v1"), True, True),
+        (QueryError("bad query"), True, True),
+        (RuntimeError("bug"), True, False),
+    ],
+)
+def test_a_failed_tick_submits_nothing_and_is_counted_and_reported(
+    exc: Exception, counted: bool, reported: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    planner = FailingPlanner(exc)
+    telemetry = RecordingTelemetry()
+    caplog.set_level(logging.INFO)
+    assert ticks.tick(planner, "a", "infer", telemetry=telemetry) == []
+    assert telemetry.failed_stages == (["tick"] if counted else [])
+    assert ("a" in planner.failures) is reported
+    assert "inference tick" in caplog.text
+
+
+def test_the_entries_of_the_enabled_pipelines() -> None:
+    got = wanted(
+        [
+            pipeline("a", train={"every": "1h"}),
+            pipeline("b", train={"cron": "0 3 * * *", "every": "1h"}),  # cron wins
+            pipeline("c", train={"every": None}),  # trained on demand only
+            pipeline("off", enabled=False),
+        ]
+    )
+    assert got == {
+        "infer:a": EntrySpec("a", "infer", every=30),
+        "train:a": EntrySpec("a", "train", every=3600),
+        "infer:b": EntrySpec("b", "infer", every=30),
+        "train:b": EntrySpec("b", "train", cron="0 3 * * *"),
+        "infer:c": EntrySpec("c", "infer", every=30),
+    }
+    assert got["infer:a"].options() == {"expires": 30.0}  # a stale infer tick is dropped
+    assert got["train:a"].options() == {}  # a training is never dropped
+    assert got["train:b"].schedule().hour == {3}
+    assert got["infer:a"].schedule().run_every.total_seconds() == 30
+
+
+def test_entry_names_and_the_poll() -> None:
+    assert is_ours("infer:a") and is_ours("train:x.y")
+    assert not is_ours("celery.backend_cleanup") and not is_ours("infer:")
+    assert poll_interval(30) == 1.0 and poll_interval(2.5) == 0.5
