@@ -1,0 +1,1 @@
+"""The job tasks ``openanomaly.train``, ``openanomaly.infer`` and ``openanomaly.backtest``."""

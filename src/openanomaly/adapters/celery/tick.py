@@ -1,0 +1,1 @@
+"""The scheduler's tick task (``openanomaly.tick``); a placeholder until it is written."""
