@@ -341,6 +341,19 @@ def serve_model(
 
 
 @app.command()
+def beat() -> None:
+    """Run a Celery beat of cluster mode (OA_SCHEDULER=redbeat): start two or more; the one
+    holding RedBeat's lock in Redis sends the pipelines' ticks, the others stand by and take
+    over within OA_CELERY__BEAT_LOCK_TIMEOUT when it dies. /healthz (its role) and /metrics on
+    OA_HEALTH_PORT. SIGTERM: stop and release the lock."""
+    from openanomaly.adapters.celery.beat import run_beat
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    raise typer.Exit(run_beat(settings))
+
+
+@app.command()
 def settings() -> None:
     """Show the effective settings (secrets masked)."""
     out.print_json(json.dumps(load_settings().describe()))

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
 from typing import Any, Final
 
 import redis
 from celery import Celery
-from celery.beat import Service
 from celery.schedules import crontab, schedule
 from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import LUA_EXTEND_TO_SCRIPT, RedBeatScheduler, get_redis
@@ -347,92 +342,22 @@ class BeatProcessScheduler:
         pass
 
 
-# --- `openanomaly beat` ----------------------------------------------------------------------
+# --- `openanomaly beat` builds it through Celery beat's ``scheduler_cls`` ------------------------
 
 
-def run_beat(
-    app: Celery,
-    *,
-    planner: JobPlanner,
-    sync_every: float,
-    telemetry: Telemetry,
-    health_port: int,
-    health_host: str = "0.0.0.0",
-) -> None:
-    """Run Celery beat with ``PipelineRedBeatScheduler`` on ``app`` (``configure`` it first)
-    until SIGTERM or SIGINT, serving ``/healthz`` (``{"role": "leader"|"standby"}``) and
-    ``/metrics`` on ``health_port`` (0: none). On SIGTERM the lock is released."""
-    service = Service(
-        app,
-        max_interval=app.conf.beat_max_loop_interval,
-        scheduler_cls=_bound(planner=planner, sync_every=sync_every, telemetry=telemetry),
-    )
-    scheduler: PipelineRedBeatScheduler = service.scheduler
-    server = None
-    if health_port:
-        server = serve_health(
-            health_host, health_port, role=lambda: _role(scheduler), telemetry=telemetry
+def scheduler_factory(
+    *, planner: JobPlanner, sync_every: float, telemetry: Telemetry | None = None
+) -> Callable[..., PipelineRedBeatScheduler]:
+    """What Celery beat's ``Service(scheduler_cls=...)`` calls with the app and its options."""
+
+    def build(app: Celery, **options: Any) -> PipelineRedBeatScheduler:
+        return PipelineRedBeatScheduler(
+            app, planner=planner, sync_every=sync_every, telemetry=telemetry, **options
         )
-    previous = {s: signal.signal(s, _exit_cleanly) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        service.start()
-    except SystemExit:
-        pass
-    finally:
-        service.sync()  # closes the scheduler: the lock is released if held (twice is harmless)
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        log.info("beat stopped")
-
-
-def _bound(**kwargs: Any) -> Callable[..., PipelineRedBeatScheduler]:
-    def build(app: Celery, **more: Any) -> PipelineRedBeatScheduler:
-        return PipelineRedBeatScheduler(app, **kwargs, **more)
 
     return build
 
 
-def _role(scheduler: PipelineRedBeatScheduler) -> str:
+def role(scheduler: PipelineRedBeatScheduler) -> str:
+    """``leader`` while this process holds the lock, else ``standby``."""
     return "leader" if scheduler.leading else "standby"
-
-
-def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(0)
-
-
-def serve_health(
-    host: str, port: int, *, role: Callable[[], str], telemetry: Telemetry
-) -> ThreadingHTTPServer:
-    """``GET /healthz`` (200, ``{"status": "ok", "role": ...}``) and ``GET /metrics`` on a daemon
-    thread; ``shutdown()`` the returned server to stop it."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.split("?", 1)[0]
-            if path == "/healthz":
-                body, kind = (
-                    json.dumps({"status": "ok", "role": role()}).encode(),
-                    "application/json",
-                )
-            elif path == "/metrics":
-                body, kind = telemetry.exposition()
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.2,), daemon=True).start()
-    log.info("health on http://%s:%d/healthz", host, port)
-    return server
