@@ -70,8 +70,9 @@ class Worker:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
-    def logs(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
+    def logs(self, tail: int | None = 6000) -> str:
+        text = self.log.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
 
 @dataclass

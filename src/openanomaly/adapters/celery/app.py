@@ -64,9 +64,15 @@ def make_app(settings: Settings) -> Celery:
     if broker.startswith(("redis://", "rediss://")):
         # Every key the Redis transport writes (queues, bindings, the unacked set) carries the
         # prefix: deployments (and test runs) sharing one Redis keep apart.
+        timeout = visibility_timeout(settings)
         transport = {
-            "visibility_timeout": visibility_timeout(settings),
+            "visibility_timeout": timeout,
             "global_keyprefix": f"{c.queue_prefix}:",
+            # How often a worker looks for messages past their visibility timeout (those of a
+            # dead worker): kombu's default sweep is every 10 x 10 s; here about a tenth of
+            # the timeout, at most 10 s, each time.
+            "unacked_restore_interval": max(1.0, min(10.0, timeout / 10)),
+            "unacked_restore_throttle": 1,
         }
     exchange = Exchange(c.queue_prefix, type="direct")
     queues = [
