@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -72,6 +73,11 @@ def test_an_inference_window_goes_through_the_broker_to_a_worker_and_the_tsdb(
     assert len(score_series) == SERIES, cluster.logs()
     for points in score_series.values():
         assert [t for t, _ in points] == expected
+    # the pool process's metrics, summed by the worker's main process (multiprocess mode)
+    page = httpx.get(f"{worker.health}/metrics", timeout=10).text
+    ok = f'openanomaly_jobs_total{{kind="infer",pipeline="{pipeline.id}",status="ok"}} 1.0'
+    assert ok in page, page
+    assert f'openanomaly_points_scored_total{{pipeline="{pipeline.id}"}} {SERIES * 12}.0' in page
     assert worker.stop() == 0, cluster.logs()
     assert window.id in worker.logs()  # the task ran under the job's id
     if cluster.broker.startswith("redis://"):

@@ -85,7 +85,8 @@ def parse_queues(text: str) -> list[str]:
     kinds = [k.strip() for k in text.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in KINDS]
     if unknown or not kinds:
-        raise ValueError(f"unknown queue {', '.join(unknown) or text!r}; known: {', '.join(KINDS)}")
+        named = ", ".join(unknown) if unknown else repr(text)
+        raise ValueError(f"unknown queue {named}; known: {', '.join(KINDS)}")
     return list(dict.fromkeys(kinds))
 
 
