@@ -165,6 +165,11 @@ def bootstrap(
             leases=checkpoints if isinstance(checkpoints, LeaseStore) else None,
             health=PipelineHealth(outcomes, clock=clock),
         )
+        if dispatcher is None and settings.dispatcher == "celery":
+            from openanomaly.adapters.celery.app import make_app
+            from openanomaly.adapters.dispatch.celery import CeleryDispatcher
+
+            dispatcher = CeleryDispatcher(make_app(settings))
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 

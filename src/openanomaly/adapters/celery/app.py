@@ -60,11 +60,20 @@ def make_app(settings: Settings) -> Celery:
         raise ValueError("celery.broker is not set")  # Settings refuses dispatcher=celery then
     broker = c.broker.get_secret_value()
     app = Celery("openanomaly", broker=broker, include=list(TASK_MODULES), set_as_current=False)
-    transport: dict[str, object] = {"visibility_timeout": visibility_timeout(settings)}
+    transport: dict[str, object] = {}  # the SQL transport hands them all to create_engine
     if broker.startswith(("redis://", "rediss://")):
         # Every key the Redis transport writes (queues, bindings, the unacked set) carries the
         # prefix: deployments (and test runs) sharing one Redis keep apart.
-        transport["global_keyprefix"] = f"{c.queue_prefix}:"
+        timeout = visibility_timeout(settings)
+        transport = {
+            "visibility_timeout": timeout,
+            "global_keyprefix": f"{c.queue_prefix}:",
+            # How often a worker looks for messages past their visibility timeout (those of a
+            # dead worker): kombu's default sweep is every 10 x 10 s; here about a tenth of
+            # the timeout, at most 10 s, each time.
+            "unacked_restore_interval": max(1.0, min(10.0, timeout / 10)),
+            "unacked_restore_throttle": 1,
+        }
     exchange = Exchange(c.queue_prefix, type="direct")
     queues = [
         Queue(queue_name(settings, kind), exchange, routing_key=queue_name(settings, kind))
@@ -87,6 +96,20 @@ def make_app(settings: Settings) -> Celery:
         task_default_routing_key=queue_name(settings, "infer"),
         task_create_missing_queues=False,
         task_routes={task_name(kind): {"queue": queue_name(settings, kind)} for kind in KINDS},
+        # Soft limit: SoftTimeLimitExceeded is raised in the task (the window is left to the
+        # journal); hard limit: the pool process is killed and replaced. Only the prefork pool
+        # enforces both (solo and threads enforce neither), which is why workers use it.
+        task_annotations={
+            task_name(kind): {
+                "soft_time_limit": getattr(c, f"{kind}_soft_limit"),
+                "time_limit": getattr(c, f"{kind}_hard_limit"),
+            }
+            for kind in ("train", "infer", "backtest")
+        },
+        # A task that failed or hit its hard limit is acknowledged: run again, it would fail
+        # again; the checkpoint leaves its window due for the next tick.
+        task_acks_on_failure=True,
+        task_acks_on_timeout=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
