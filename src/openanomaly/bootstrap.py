@@ -177,17 +177,8 @@ def bootstrap(
                 service.run_logged, workers=settings.workers, grace=settings.shutdown_grace
             )
         opened.callback(dispatcher.close)
-        if scheduler is None and settings.scheduler == "redbeat":
-            # The `openanomaly beat` processes schedule (their leader follows the store).
-            from openanomaly.adapters.schedule.redbeat import BeatProcessScheduler
-
-            scheduler = BeatProcessScheduler()
         if scheduler is None:
-            from openanomaly.adapters.schedule.aps import ApsScheduler
-
-            scheduler = ApsScheduler(
-                service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
-            )
+            scheduler = _scheduler(settings, service, dispatcher, telemetry)
         opened.callback(scheduler.stop)  # last in, first out: no new jobs, then the workers
         return Container(
             settings,
@@ -300,6 +291,22 @@ def _tsdb(
     )
     samples = PrometheusSampleReader(t.url, client=client, settle=READBACK_SETTLE.get(flavor, 0.0))
     return reader, writer, samples
+
+
+def _scheduler(
+    settings: Settings, service: Service, dispatcher: JobDispatcher, telemetry: Telemetry
+) -> Scheduler:
+    if settings.scheduler == "redbeat":
+        # The `openanomaly beat` processes schedule (their leader follows the store): nothing
+        # is scheduled in this process.
+        from openanomaly.adapters.schedule.redbeat import BeatProcessScheduler
+
+        return BeatProcessScheduler()
+    from openanomaly.adapters.schedule.aps import ApsScheduler
+
+    return ApsScheduler(
+        service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
+    )
 
 
 def _plain(secret: SecretStr | None) -> str | None:
