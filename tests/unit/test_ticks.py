@@ -4,15 +4,20 @@ and which RedBeat entries the pipelines need (``adapters/schedule/redbeat.py``).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pytest
+from pydantic import SecretStr
 
-from openanomaly.adapters.memory import MemoryJobPlanner, RecordingTelemetry
+from openanomaly.adapters.celery import tasks
+from openanomaly.adapters.celery.app import make_app
+from openanomaly.adapters.memory import MemoryJobPlanner, RecordingDispatcher, RecordingTelemetry
 from openanomaly.adapters.schedule.redbeat import EntrySpec, is_ours, poll_interval, wanted
 from openanomaly.domain.records import InferWindow, TrainJob
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import NotFound, QueryError
 from openanomaly.services import ticks
+from openanomaly.settings import Settings
 
 
 def pipeline(pid: str, **fields: object) -> Pipeline:
@@ -87,3 +92,35 @@ def test_entry_names_and_the_poll() -> None:
     assert is_ours("infer:a") and is_ours("train:x.y")
     assert not is_ours("celery.backend_cleanup") and not is_ours("infer:")
     assert poll_interval(30) == 1.0 and poll_interval(2.5) == 0.5
+
+
+# --- the Celery tick task, run eagerly on a worker's (fake) container -------------------------
+
+
+@dataclass
+class TickContainer:
+    service: MemoryJobPlanner
+    dispatcher: RecordingDispatcher
+
+
+def test_the_tick_task_submits_what_the_service_says_is_due(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = Settings(dispatcher="celery", celery={"broker": SecretStr("memory://")})
+    app = make_app(settings)
+    app.conf.task_always_eager = True
+    app.loader.import_default_modules()
+    app.finalize()
+    window = InferWindow("a", 0, 60)
+    planner = MemoryJobPlanner([pipeline("a")], untrained={"a"}, due={"a": window}, now=600)
+    dispatcher = RecordingDispatcher()
+    monkeypatch.setattr(tasks._Process, "container", TickContainer(planner, dispatcher))
+    tick = app.tasks["openanomaly.tick"]
+    ids = tick.apply(args=("a", "infer")).get()
+    assert dispatcher.submitted == [TrainJob("a", 600), window]  # trained first
+    assert ids == [job.id for job in dispatcher.submitted]  # the ids the jobs run under
+    assert tick.apply(args=("a", "infer")).get() == [dispatcher.submitted[-1].id]  # no window
+    assert tick.apply(args=("a", "train")).get() == [dispatcher.submitted[-1].id]
+    assert dispatcher.submitted[2:] == [TrainJob("a", 600), TrainJob("a", 600)]
+    assert tick.apply(args=("a", "backtest")).get() == []  # not a tick: nothing submitted
+    assert len(dispatcher.submitted) == 4
