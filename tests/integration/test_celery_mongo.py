@@ -38,10 +38,10 @@ class Container:
 
 
 @pytest.fixture
-def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[mongomock.MongoClient]:
+def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     import kombu.transport.mongodb as transport
 
-    client: mongomock.MongoClient = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     monkeypatch.setattr(transport, "MongoClient", lambda *a, **k: client)
     # mongomock has no capped collection, which kombu makes for fanout (remote control only,
     # off in this test): the queues' own collection is the one under test.
@@ -50,7 +50,7 @@ def mongo(monkeypatch: pytest.MonkeyPatch) -> Iterator[mongomock.MongoClient]:
 
 
 def test_a_job_goes_through_the_mongodb_transport(
-    mongo: mongomock.MongoClient, monkeypatch: pytest.MonkeyPatch
+    mongo: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = load_settings(
         dispatcher="celery",
