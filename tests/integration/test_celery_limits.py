@@ -3,7 +3,8 @@ real VictoriaMetrics behind a fault-injecting proxy.
 
 - A task past its soft limit is stopped (SoftTimeLimitExceeded) and acknowledged; a task whose
   pool process is frozen (SIGSTOP: it cannot even see the soft limit) is killed at the hard
-  limit. The worker survives both: its next task is scored.
+  limit. The worker survives both: its next task is scored. On SIGTERM, a running task gets
+  ``shutdown_grace`` seconds, then its message goes back to the broker.
 - A TSDB outage (the proxy answers 503) is retried with a doubling backoff, and the window is
   written once the TSDB is back.
 """
@@ -19,9 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from openanomaly.domain.records import InferWindow
-from tests.celery_workers import STEP, Cluster, write_history
+from tests.celery_workers import STEP, Cluster, Worker, write_history
 from tests.cluster_servers import Redis
 from tests.faults import Fault, FaultProxy, duplicates, raw_samples
 from tests.servers import TsdbServer
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 SERIES = 3
 WINDOW = 60
+GRACE = 1  # the task is cancelled well before its soft limit (4 s)
 
 
 @pytest.fixture
@@ -78,6 +81,7 @@ def test_time_limits_stop_a_task_and_the_worker_survives(cluster: Cluster) -> No
             "OA_TSDB__TIMEOUT": "60",
             "OA_CELERY__INFER_SOFT_LIMIT": "4",
             "OA_CELERY__INFER_HARD_LIMIT": "8",
+            "OA_SHUTDOWN_GRACE": str(GRACE),
         }
         pipeline = cluster.add_pipeline(metric.replace("_", "-"), metric)
         worker = cluster.start_worker("worker", "--queues", "infer", "--concurrency", "1")
@@ -120,9 +124,31 @@ def test_time_limits_stop_a_task_and_the_worker_survives(cluster: Cluster) -> No
         # neither stopped task was handed out again (acknowledged on failure and on timeout)
         assert logs.count(f"openanomaly.infer[{first.id}] received") == 1
         assert logs.count(f"openanomaly.infer[{second.id}] received") == 1
-        assert worker.stop() == 0, cluster.logs()
+
+        # 4. SIGTERM while a task runs: it gets the grace period, then its message goes back
+        slow.set()
+        other = cluster.add_pipeline(f"{pipeline.id}-b", metric)  # nothing scored yet
+        sigterm_puts_the_running_task_back(cluster, worker, proxy, other.id, end)
     finally:
         proxy.close()
+
+
+def sigterm_puts_the_running_task_back(
+    cluster: Cluster, worker: Worker, proxy: FaultProxy, pipeline: str, end: int
+) -> None:
+    reads = proxy.counts["/api/v1/query_range"]
+    with cluster.dispatcher() as dispatcher:
+        dispatcher.submit(InferWindow(pipeline, end - WINDOW, end))
+    wait_for(lambda: proxy.counts["/api/v1/query_range"] > reads, "the read", cluster)
+    asked = time.monotonic()
+    worker.stop(timeout=30)
+    assert time.monotonic() - asked < GRACE + 10, cluster.logs()
+    client = redis.Redis.from_url(cluster.broker)
+    try:  # back in the queue, for the next worker
+        assert client.llen(f"{cluster.prefix}:{cluster.prefix}.infer") == 1, cluster.logs()
+    finally:
+        client.close()
+    assert cluster.checkpoint(pipeline) is None
 
 
 def test_a_tsdb_outage_is_retried_with_backoff_until_the_tsdb_is_back(cluster: Cluster) -> None:
