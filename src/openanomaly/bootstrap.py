@@ -176,6 +176,11 @@ def bootstrap(
             writer=writer,
             samples=samples,
         )
+        if dispatcher is None and settings.dispatcher == "celery":
+            from openanomaly.adapters.celery.app import make_app
+            from openanomaly.adapters.dispatch.celery import CeleryDispatcher
+
+            dispatcher = CeleryDispatcher(make_app(settings))
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
@@ -186,11 +191,7 @@ def bootstrap(
         dispatcher = HistoryDispatcher(dispatcher, history, clock=clock)
         opened.callback(dispatcher.close)
         if scheduler is None:
-            from openanomaly.adapters.schedule.aps import ApsScheduler
-
-            scheduler = ApsScheduler(
-                service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
-            )
+            scheduler = _scheduler(settings, service, dispatcher, telemetry)
         opened.callback(scheduler.stop)  # last in, first out: no new jobs, then the workers
         return Container(
             settings,
@@ -304,6 +305,22 @@ def _tsdb(
     )
     samples = PrometheusSampleReader(t.url, client=client, settle=READBACK_SETTLE.get(flavor, 0.0))
     return reader, writer, samples
+
+
+def _scheduler(
+    settings: Settings, service: Service, dispatcher: JobDispatcher, telemetry: Telemetry
+) -> Scheduler:
+    if settings.scheduler == "redbeat":
+        # The `openanomaly beat` processes schedule (their leader follows the store): nothing
+        # is scheduled in this process.
+        from openanomaly.adapters.schedule.redbeat import BeatProcessScheduler
+
+        return BeatProcessScheduler()
+    from openanomaly.adapters.schedule.aps import ApsScheduler
+
+    return ApsScheduler(
+        service, dispatcher, sync_every=settings.pipeline_sync_every, telemetry=telemetry
+    )
 
 
 def _plain(secret: SecretStr | None) -> str | None:

@@ -21,7 +21,7 @@ from openanomaly.domain.records import BacktestJob, InferResult, InferWindow
 from openanomaly.domain.spec import Pipeline
 from openanomaly.domain.text import shorten
 from openanomaly.domain.timeparse import iso, parse_time, with_iso_times
-from openanomaly.errors import OpenAnomalyError
+from openanomaly.errors import ConfigError, OpenAnomalyError
 from openanomaly.ports import JobOutcome
 from openanomaly.services.backtest import BacktestResult, BacktestWrite
 from openanomaly.services.validation import PipelineValidator, check_range, pipeline_status
@@ -353,6 +353,32 @@ def api() -> None:
         run_api(c)
 
 
+@app.command()
+def worker(
+    queues: Annotated[
+        str,
+        typer.Option(help="Queues to consume, comma-separated: train, infer, backtest, tick."),
+    ] = "train,infer,backtest,tick",
+    concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Pool processes (default OA_WORKERS).")
+    ] = None,
+) -> None:
+    """Run a Celery worker of cluster mode (OA_DISPATCHER=celery, OA_CELERY__BROKER): the jobs
+    of the chosen queues; /healthz and /metrics on OA_HEALTH_PORT. SIGTERM: the running jobs get
+    OA_SHUTDOWN_GRACE seconds, then go back to the broker."""
+    from openanomaly.adapters.celery.worker import parse_queues, run_worker
+
+    try:
+        kinds = parse_queues(queues)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--queues") from None
+    settings = load_settings()
+    if settings.dispatcher != "celery":
+        raise ConfigError("needs OA_DISPATCHER=celery and OA_CELERY__BROKER", where="worker")
+    _setup_logging(settings.log_level)
+    raise typer.Exit(run_worker(settings, kinds=kinds, concurrency=concurrency))
+
+
 @app.command("serve-model")
 def serve_model(
     host: Annotated[
@@ -389,6 +415,19 @@ def serve_model(
         log_level=settings.log_level.lower(),
         access_log=False,
     )
+
+
+@app.command()
+def beat() -> None:
+    """Run a Celery beat of cluster mode (OA_SCHEDULER=redbeat): start two or more; the one
+    holding RedBeat's lock in Redis sends the pipelines' ticks, the others stand by and take
+    over within OA_CELERY__BEAT_LOCK_TIMEOUT when it dies. /healthz (its role) and /metrics on
+    OA_HEALTH_PORT. SIGTERM: stop and release the lock."""
+    from openanomaly.adapters.celery.beat import run_beat
+
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    raise typer.Exit(run_beat(settings))
 
 
 @app.command()

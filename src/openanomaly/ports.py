@@ -260,6 +260,10 @@ class JobDispatcher(Protocol):
         ...
 
 
+TickKind = Literal["infer", "train"]
+"""A scheduler's tick: score what is due (training first if needed), or train."""
+
+
 class JobPlanner(Protocol):
     """What a Scheduler needs of the application (the Service implements it): which pipelines
     to schedule, and at each tick which jobs are due. The scheduler only submits them."""
@@ -281,6 +285,13 @@ class JobPlanner(Protocol):
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         """Report that scheduling the pipeline (``what``) failed; returns whether that broke it
         (False for an outage, which a retry may get past)."""
+        ...
+
+    def due_jobs(self, pipeline_id: str, kind: TickKind) -> list[Job]:
+        """What a tick of ``kind`` submits now (``services/ticks.py``): for ``infer``, a
+        training first when ``needs_training``, then ``due_infer``; for ``train``, a
+        ``train_job``. Never raises: a failure is logged, counted and reported, and nothing is
+        due."""
         ...
 
 

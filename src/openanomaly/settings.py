@@ -180,6 +180,9 @@ class CelerySettings(_Section):
         *_soft_limit / *_hard_limit: seconds before a task is asked to stop, then killed.
         retries / retry_backoff: retries of a task after a TSDB outage; first delay, doubled.
         beat_lock_timeout: seconds a dead leader's lock lasts before a standby beat takes over.
+        visibility_timeout: seconds Redis waits before it hands an unacknowledged message to
+            another worker (a worker died with it); above every hard limit, or a task still
+            running would run twice. None: the longest hard limit plus 300 s.
     """
 
     broker: SecretStr | None = None
@@ -194,12 +197,19 @@ class CelerySettings(_Section):
     retries: int = Field(5, ge=0)
     retry_backoff: float = Field(2.0, gt=0)
     beat_lock_timeout: float = Field(30.0, gt=0)
+    visibility_timeout: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _limits(self) -> CelerySettings:
         for kind in ("train", "infer", "backtest"):
             if getattr(self, f"{kind}_soft_limit") >= getattr(self, f"{kind}_hard_limit"):
                 raise ValueError(f"{kind}_soft_limit must be below {kind}_hard_limit")
+        longest = max(self.train_hard_limit, self.infer_hard_limit, self.backtest_hard_limit)
+        if self.visibility_timeout is not None and self.visibility_timeout <= longest:
+            raise ValueError(
+                f"visibility_timeout must exceed the longest hard limit ({longest:g} s), or a "
+                "task still running would be handed to another worker"
+            )
         return self
 
 

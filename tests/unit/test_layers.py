@@ -29,6 +29,10 @@ LAYERS: dict[str, tuple[int, str]] = {
     "openanomaly.ports": (2, "ports"),
     "openanomaly.services": (3, "services"),
     "openanomaly.adapters": (4, "adapters"),
+    # Celery's app and tasks compose a worker process from its settings (bootstrap's role);
+    # the worker command and its health server are an entrypoint.
+    "openanomaly.adapters.celery": (5, "bootstrap"),
+    "openanomaly.adapters.celery.worker": (6, "entrypoints"),
     "openanomaly.engines": (4, "engines"),
     "openanomaly.settings": (5, "bootstrap"),
     "openanomaly.bootstrap": (5, "bootstrap"),

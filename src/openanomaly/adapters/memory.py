@@ -35,6 +35,7 @@ from openanomaly.errors import (
     TsdbUnavailable,
     WriteRejected,
 )
+from openanomaly.ports import TickKind
 
 log = logging.getLogger(__name__)
 
@@ -415,6 +416,14 @@ class MemoryJobPlanner:
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         self.failures[pipeline_id] = f"{what}: {exc}"
         return True
+
+    def due_jobs(self, pipeline_id: str, kind: TickKind) -> list[Job]:
+        """The Service's rule (``services/ticks.py``) on these fixed answers."""
+        if kind == "train":
+            return [self.train_job(pipeline_id)]
+        jobs: list[Job] = [self.train_job(pipeline_id)] if self.needs_training(pipeline_id) else []
+        window = self.due_infer(pipeline_id)
+        return [*jobs, window] if window is not None else jobs
 
 
 class RecordingTelemetry:

@@ -36,7 +36,9 @@ from openanomaly.ports import (
     PipelineStore,
     SampleReader,
     Telemetry,
+    TickKind,
 )
+from openanomaly.services import ticks
 from openanomaly.services.backtest import BacktestResult, Progress, backtest, write_backtest
 from openanomaly.services.health import PipelineHealth
 from openanomaly.services.history import RunLog
@@ -180,6 +182,9 @@ class Service:
 
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         return self.health.failed(pipeline_id, what, exc)
+
+    def due_jobs(self, pipeline_id: str, kind: TickKind) -> list[Job]:
+        return ticks.tick(self, pipeline_id, kind, telemetry=self.telemetry)
 
     def needs_training(self, pipeline_id: str) -> bool:
         pipeline = self.pipelines.get(pipeline_id)

@@ -2,21 +2,23 @@
 
 Per enabled pipeline: an inference tick every ``infer.every`` that submits the due window
 (computed from the checkpoint, so a missed tick is caught up, not lost) and a training job every
-``train.every`` or on ``train.cron``. A pipeline that has no model yet is trained at once.
-A sync job re-reads the pipeline store so pipelines added through the API are picked up.
+``train.every`` or on ``train.cron``; what a tick submits is the planner's ``due_jobs`` (the
+rule shared with cluster mode's beat, ``services/ticks.py``). A pipeline that has no model yet
+is trained at once. A sync job re-reads the pipeline store so pipelines added through the API
+are picked up.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from openanomaly.domain.spec import Pipeline
-from openanomaly.errors import NotFound, OpenAnomalyError
+from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobDispatcher, JobPlanner, Telemetry
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,8 @@ class ApsScheduler:
         planner: the application's side (the Service): pipelines, due jobs.
         dispatcher: where jobs go.
         sync_every: seconds between re-reads of the enabled pipelines.
-        telemetry: counts the failures of the sync (stage ``sync``) and of the ticks (``tick``).
+        telemetry: counts the failures of the sync (stage ``sync``); those of the ticks
+            (``tick``) are the planner's (``due_jobs``).
     """
 
     def __init__(
@@ -125,42 +128,17 @@ class ApsScheduler:
                 self._aps.remove_job(job_id)
 
     def _tick(self, pid: str) -> None:
-        self._guarded("inference", pid, self._infer)
+        # The planner decides what is due (services/ticks.py) and never raises into APScheduler
+        # (which would log a traceback): a failure is logged and counted there.
+        for job in self._planner.due_jobs(pid, "infer"):
+            self._dispatcher.submit(job)
 
     def _train_tick(self, pid: str) -> None:
-        self._guarded("training", pid, self._train)
-
-    def _infer(self, pid: str) -> None:
-        if self._planner.needs_training(pid):
-            self._train(pid)
-        window = self._planner.due_infer(pid)
-        if window is not None:
-            self._dispatcher.submit(window)
+        for job in self._planner.due_jobs(pid, "train"):
+            self._dispatcher.submit(job)
 
     def _train(self, pid: str) -> None:
         self._dispatcher.submit(self._planner.train_job(pid))
-
-    def _guarded(self, what: str, pid: str, tick: Callable[[str], None]) -> None:
-        """Run a tick; a failure is logged and counted, never raised into APScheduler (which
-        would log a traceback). A pipeline deleted since the last sync is not a failure: its
-        jobs go at the next sync."""
-        try:
-            tick(pid)
-        except NotFound as exc:
-            if exc.kind != "pipeline" or exc.ident != pid:
-                self._tick_failed(what, pid, exc)
-            else:
-                log.info("pipeline=%s was deleted: its %s tick is skipped", pid, what)
-        except OpenAnomalyError as exc:
-            self._tick_failed(what, pid, exc)
-        except Exception:
-            self._failed("tick")
-            log.exception("%s tick for pipeline=%s failed", what, pid)
-
-    def _tick_failed(self, what: str, pid: str, exc: OpenAnomalyError) -> None:
-        self._failed("tick")
-        self._planner.pipeline_failed(pid, "tick", exc)
-        log.error("%s tick for pipeline=%s failed: %s", what, pid, exc)
 
     def _failed(self, stage: str) -> None:
         if self._telemetry is not None:

@@ -80,6 +80,7 @@ class PrometheusTelemetry:
             "End of a job's last successful run",
             ["kind", "pipeline"],
             registry=self.registry,
+            multiprocess_mode="max",  # a worker's pool processes: the latest of them
         )
 
         self.dropped = Counter(

@@ -1,0 +1,123 @@
+"""The job tasks ``openanomaly.train``, ``openanomaly.infer`` and ``openanomaly.backtest``.
+
+A message is the job as plain values (``payload.py``) under the job's own id as task id. Each
+worker process builds its container once, on its first task (not at ``worker_process_init``:
+Celery kills a pool process that is not up within ``worker_proc_alive_timeout``, 4 s, and a
+bootstrap imports the engines and may probe the TSDB), and closes it when the process ends.
+
+Only a TSDB outage (``TsdbUnavailable``, ``WriteUncertain``) is retried, ``celery.retries``
+times, after ``celery.retry_backoff`` seconds doubled at each retry; a retry is a new message
+under the same task id, and the window is idempotent (checkpoint, journal, lease). Another
+process holding the pipeline's lease (``PipelineBusy``) is not an error: that process is
+running the window, so the message is acknowledged. Every other error is final: it is logged
+(``throws``: without a traceback for OpenAnomaly's own errors) and the message acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Task, shared_task
+from celery.signals import worker_process_shutdown
+
+from openanomaly.adapters.celery.app import visibility_timeout
+from openanomaly.adapters.celery.payload import from_payload
+from openanomaly.bootstrap import Container, bootstrap
+from openanomaly.errors import OpenAnomalyError, PipelineBusy, TsdbUnavailable, WriteUncertain
+from openanomaly.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+RETRIED = (TsdbUnavailable, WriteUncertain)
+
+
+class _Process:
+    """This worker process's settings and container."""
+
+    settings: Settings | None = None
+    container: Container | None = None
+    lock = threading.Lock()
+
+
+def use_settings(settings: Settings) -> None:
+    """The settings the worker's processes bootstrap with (default: ``load_settings()``); each
+    process closes its container when it ends."""
+    _Process.settings = settings
+    worker_process_shutdown.connect(_close, weak=False)
+
+
+def settings() -> Settings:
+    if _Process.settings is None:
+        _Process.settings = load_settings()
+    return _Process.settings
+
+
+def container(app: Any) -> Container:
+    """This process's container, built on first use; its dispatcher sends on ``app``."""
+    with _Process.lock:
+        if _Process.container is None:
+            from openanomaly.adapters.dispatch.celery import CeleryDispatcher
+
+            _Process.container = bootstrap(settings(), dispatcher=CeleryDispatcher(app))
+        return _Process.container
+
+
+def _close(**_: object) -> None:
+    with _Process.lock:
+        if _Process.container is not None:
+            _Process.container.close()
+            _Process.container = None
+
+
+def retry_countdown(retries: int, *, backoff: float, retry_after: float | None = None) -> float:
+    """Seconds before retry number ``retries + 1``: ``backoff`` doubled at each retry, or what
+    the TSDB asked for (``Retry-After``) when that is longer."""
+    return max(backoff * 2.0**retries, retry_after or 0.0)
+
+
+class JobTask(Task):  # type: ignore[misc]  # celery is untyped
+    """What the three job tasks share; time limits and retries come from the worker's settings
+    (``task_annotations`` of ``make_app``)."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    throws = (OpenAnomalyError,)
+
+    def run_job(self, payload: dict[str, Any], kind: str) -> None:
+        job = from_payload(payload, kind)
+        c = settings().celery
+        try:
+            container(self.app).service.run(job)
+        except PipelineBusy as exc:
+            log.info("%s job %s skipped: %s", kind, job.id, exc)
+        except RETRIED as exc:
+            if self.request.retries >= c.retries:
+                log.error("%s job %s failed after %d retries: %s", kind, job.id, c.retries, exc)
+                raise
+            countdown = retry_countdown(
+                self.request.retries,
+                backoff=c.retry_backoff,
+                retry_after=getattr(exc, "retry_after", None),
+            )
+            # The worker holds a retry unacknowledged until its time: within Redis' visibility
+            # timeout, or Redis would hand it to a second worker meanwhile.
+            countdown = min(countdown, visibility_timeout(settings()) / 2)
+            log.warning("%s job %s: %s; retry in %.1f s", kind, job.id, exc, countdown)
+            raise self.retry(exc=exc, countdown=countdown, max_retries=c.retries) from None
+
+
+@shared_task(name="openanomaly.train", bind=True, base=JobTask)  # type: ignore[untyped-decorator]
+def train(self: JobTask, job: dict[str, Any]) -> None:
+    self.run_job(job, "train")
+
+
+@shared_task(name="openanomaly.infer", bind=True, base=JobTask)  # type: ignore[untyped-decorator]
+def infer(self: JobTask, job: dict[str, Any]) -> None:
+    self.run_job(job, "infer")
+
+
+@shared_task(name="openanomaly.backtest", bind=True, base=JobTask)  # type: ignore[untyped-decorator]
+def backtest(self: JobTask, job: dict[str, Any]) -> None:
+    self.run_job(job, "backtest")
