@@ -151,7 +151,7 @@ def test_bootstrap_builds_the_celery_dispatcher_for_dispatcher_celery(tmp_path: 
     )
     metrics = MemoryMetrics()
     with bootstrap(settings, reader=metrics, writer=metrics) as c:
-        assert isinstance(c.dispatcher, CeleryDispatcher)
+        assert isinstance(c.dispatcher.inner, CeleryDispatcher)  # type: ignore[attr-defined]
 
 
 # --- the tasks' decisions -----------------------------------------------------------------------
