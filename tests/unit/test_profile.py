@@ -117,6 +117,21 @@ def test_an_excursion_alerts_for_its_onset_then_again_only_if_it_grows() -> None
     assert score(eager, started, 33.0) <= 1.0
 
 
+@pytest.mark.parametrize("fitted", [True, False])
+@pytest.mark.parametrize("points", [0, 2, 40])
+def test_no_timestamp_to_forecast_gives_an_empty_band(fitted: bool, points: int) -> None:
+    # A cycle with nothing new to score (the quick start's first minutes) asks for no
+    # timestamps, on a context that may be short or empty: an empty forecast, not a crash.
+    rng = np.random.default_rng(8)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    model = ProfileModel(step=STEP, season=None)
+    if fitted:
+        model.fit(batch([noise]))
+    ctx = SeriesBatch(({"i": "0"},), T0 + np.arange(points) * STEP, noise[None, :points])
+    fc = model.predict(ctx, np.zeros(0, dtype=np.int64), 0.999)
+    assert fc.yhat.shape == fc.lower.shape == fc.upper.shape == (1, 0)
+
+
 def test_a_value_at_the_series_floor_is_inside_the_band_not_on_its_edge() -> None:
     # A CPU metric that idles at 0.134 and drops to its floor 0.066 a sixth of the time: the
     # tails are flat at that drop, and the edge must lie beyond it.
@@ -164,6 +179,28 @@ def test_one_incident_in_the_training_window_is_not_learnt_as_normal() -> None:
     twice = incident.copy()
     twice[2 * DAY : 2 * DAY + 3] = [60.0, 80.0, 60.0]
     assert ProfileModel(step=STEP, season=None).fit(batch([twice])).tails_[0, 0, -1] > 5.0
+
+
+def test_a_level_shift_in_the_training_window_is_one_incident() -> None:
+    # A shift of twelve steps right before a fit (the demo trains on its injected shift): its
+    # errors are one incident, not normal ones, and the same shift afterwards still alerts.
+    rng = np.random.default_rng(9)
+    noise = 20 + rng.normal(0, 1, 2 * WEEK)
+    shifted = noise.copy()
+    shifted[-30:-18] += 8.0
+    clean = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    dirty = ProfileModel(step=STEP, season=None).fit(batch([shifted]))
+    np.testing.assert_allclose(dirty.tails_[0], clean.tails_[0], rtol=0.15)
+    assert score(dirty, noise, 28.0) > 1.0
+
+
+def test_an_artifact_of_an_older_format_is_refused() -> None:
+    rng = np.random.default_rng(10)
+    model = ProfileModel(step=STEP, season=None).fit(batch([20 + rng.normal(0, 1, WEEK)]))
+    old = model.pack({"arrays.npz": b""}, name="profile", params=model.get_params())
+    old = old.replace(f'"format": {model.FORMAT}'.encode(), b'"format": 4')
+    with pytest.raises(EngineError, match=r"builtin artifact format 4, not \d+: retrain"):
+        loads(old, step=STEP)
 
 
 def test_round_trip_keeps_seasons_and_tails() -> None:

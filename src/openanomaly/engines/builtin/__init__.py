@@ -42,9 +42,9 @@ from openanomaly.engines.kernels.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = (
-    4  # version of the dumps() layout (3: envelope; 4: out-of-sample tails, anomaly-aware memory)
-)
+# Version of the dumps() layout and of what its arrays mean (3: envelope; 4: out-of-sample
+# tails, anomaly-aware memory; 5: tails without the whole incident, spread over 60 errors).
+_FORMAT = 5
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
@@ -358,6 +358,8 @@ def _remembered(dev: FloatArray, normal: FloatArray, onset: int) -> FloatArray:
     the normal half-width at each forecast timestamp): up to the size of the excursion under
     way, once it has lasted ``onset`` points, or of one that recurs before it, plus the normal
     band, so that a value repeating it lies inside the band, not on its edge."""
+    if not normal.shape[1]:
+        return normal  # no timestamp to forecast: nothing to widen
     edge = normal[:, :1]
     gap = np.isnan(dev)
     run = np.cumprod((gap | (dev > edge))[:, ::-1], axis=1)[:, ::-1].astype(bool) & ~gap

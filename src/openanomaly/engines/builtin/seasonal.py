@@ -33,6 +33,7 @@ from __future__ import annotations
 from statistics import NormalDist
 
 import numpy as np
+import numpy.typing as npt
 
 from openanomaly.domain.series import FloatArray, IntArray
 from openanomaly.engines.kernels.robust import (
@@ -49,8 +50,10 @@ _TAIL_X = -np.log10(1.0 - TAIL_LEVELS)
 _NORMAL = NormalDist()
 MIN_CYCLES = 2  # a season is learnt from two cycles at least
 MARGIN = 0.9  # a longer season must cut the held-out error by 10% to be preferred
-SPREAD_POINTS = 30  # errors a slot's spread rests on at least (neighbour slots pooled)
-INCIDENT = 2  # points either side of the worst error per side that the tails leave out
+SPREAD_POINTS = 60  # errors a slot's spread rests on at least (neighbour slots pooled)
+INCIDENT = 2  # points either side of the worst excursion per side that the tails leave out
+INCIDENT_Z = 3.0  # an excursion's values lie beyond this many spreads...
+INCIDENT_SHARE = 1 / 3  # ...and beyond this share of its peak
 
 
 def default_smooth(slots: int) -> int:
@@ -174,12 +177,38 @@ def fit_season(
 
 
 def _tail_quantiles(u: FloatArray) -> FloatArray:
-    """Each row's quantiles at ``TAIL_LEVELS`` without its largest value and the ``INCIDENT``
-    points either side of it (see the module doc)."""
-    t = np.arange(u.shape[1])
-    peak = np.argmax(np.where(np.isnan(u), -np.inf, u), axis=1)
-    incident = np.abs(t[None, :] - peak[:, None]) <= INCIDENT
-    return quantiles(np.where(incident, np.nan, u), TAIL_LEVELS)
+    """Each row's quantiles at ``TAIL_LEVELS`` without its incident (see the module doc)."""
+    return quantiles(np.where(incident(u), np.nan, u), TAIL_LEVELS)
+
+
+def incident(u: FloatArray) -> npt.NDArray[np.bool_]:
+    """Per row, the excursion around its largest value: the run of values above
+    ``max(INCIDENT_Z, peak * INCIDENT_SHARE)`` that holds the peak (gaps of up to ``INCIDENT``
+    values bridged), widened by ``INCIDENT`` values either side. A level shift of a few minutes
+    is one incident, not a few hundred normal errors."""
+    n, t = u.shape
+    if not t:
+        return np.zeros((n, 0), dtype=bool)
+    clean = np.where(np.isnan(u), -np.inf, u)
+    peak = np.argmax(clean, axis=1)
+    top = clean[np.arange(n), peak]
+    above = clean > np.fmax(INCIDENT_Z, top * INCIDENT_SHARE)[:, None]
+    above[np.arange(n), peak] = True
+    near = _dilate(above, INCIDENT)
+    bridged = above | (near & ~_dilate(~near, INCIDENT))  # a closing: short gaps filled
+    start = bridged & ~np.concatenate([np.zeros((n, 1), dtype=bool), bridged[:, :-1]], axis=1)
+    run = np.cumsum(start, axis=1)
+    held = bridged & (run == run[np.arange(n), peak][:, None])
+    return _dilate(held, INCIDENT)
+
+
+def _dilate(mask: npt.NDArray[np.bool_], k: int) -> npt.NDArray[np.bool_]:
+    """``mask`` widened by ``k`` values either side along each row."""
+    out = mask.copy()
+    for d in range(1, k + 1):
+        out[:, d:] |= mask[:, :-d]
+        out[:, :-d] |= mask[:, d:]
+    return out
 
 
 def tail_factor(tails: FloatArray, level: float) -> FloatArray:
