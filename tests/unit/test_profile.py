@@ -250,3 +250,28 @@ def test_mad_of_quantized_data_still_has_a_spread() -> None:
     assert fc.yhat[0, 0] == 0.0
     # z times the scaled mean absolute deviation of the last 30 points (five 1s), not ~0.
     assert half == pytest.approx(z_score(0.999) * 1.2533 * 5 / 30)
+
+
+def test_the_demos_anomalies_stand_out_and_its_normal_series_do_not() -> None:
+    # scripts/demo's panel (seed 7, fixed phase, 15 s steps, a 1 h season): the service fits
+    # on the 5 h up to now, the injected spike and level shift included, then scores the last
+    # 20 minutes point by point from an hour of context.
+    from openanomaly.synthetic import inject
+
+    step, now = 15, 1_800_000_000 // 15 * 15
+    ts = np.arange(now - 6 * 3600, now + 1, step)
+    n = ts.size
+    shape = seasonal_panel(8, ts - now + 300, period=3600, metric="demo_requests", seed=7)
+    panel = SeriesBatch(shape.labels, ts, shape.values)
+    spike, shift = (2, n - 1 - 360 // step), (5, n - 1 - 600 // step, n - 1 - 240 // step)
+    panel, _ = inject(panel, spikes=[spike], shifts=[shift])
+    model = ProfileModel(step=step, season=3600).fit(panel.between(now - 5 * 3600, now))
+    peaks = np.zeros(8)
+    for j in range(n - 80, n):
+        ctx = SeriesBatch(panel.labels, ts[j - 240 : j], panel.values[:, j - 240 : j])
+        fc = model.predict(ctx, ts[j : j + 1], 0.999)
+        y, yhat = panel.values[:, j], fc.yhat[:, 0]
+        up, dn = fc.upper[:, 0] - yhat, yhat - fc.lower[:, 0]
+        peaks = np.fmax(peaks, np.where(y >= yhat, (y - yhat) / up, (yhat - y) / dn))
+    assert peaks[2] > 2.0 and peaks[5] > 2.0
+    assert np.all(np.delete(peaks, [2, 5]) < 1.0)
