@@ -6,16 +6,25 @@ production-sized steps: read back through PromQL at the file's step (inferred fr
 fitted on what came before (the first 15% of the file is learning only), refitted daily, scored
 every step from its context. The scores are remote-written as ``anomaly_score`` (as
 ``openanomaly backtest --write`` does), read back by PromQL and compared with the labelled
-windows by NAB's scorer (``openanomaly.quality.nab``): a detection is the start of a run of
-``anomaly_score > 1`` (an alert firing); the per-row count NAB's own detectors use and the
-label-chosen best threshold are printed next to it. Each engine runs with its defaults and one
-pipeline configuration for every file (``PIPELINE``): no per-file tuning.
+windows by NAB's scorer (``openanomaly.quality.nab``) as NAB scores its published detectors:
+every row with ``anomaly_score > 1`` is a detection, the first in a window a true positive
+weighted by earliness, every one outside a window a false positive. The headline is NAB's
+standard, reward_low_FP_rate and reward_low_FN_rate scores per engine and category (any
+NAB-layout ``--data`` folder), with the label-chosen best threshold (NAB's scoreboard) and the
+alert-start count (the first row of each run only) beside them. Each engine runs with its
+defaults and one pipeline configuration for every file (``PIPELINE``): no per-file tuning.
+
+``--dump DIR`` writes ``DIR/<engine>/<category>/<file>.csv`` (``timestamp,value,anomaly_score``,
+every row of the data file, 0 in the learning period) for NAB's own scorer. A calibration check
+follows (``--calibrate``, the default engine unless told): on clean synthetic series the share of
+points above 1 against the ``1 - interval`` the band promises, short histories included.
 
     uv run python -m bench.quality                                   # the default engine set
     uv run python -m bench.quality --engines builtin:profile statsforecast:AutoETS
     uv run python -m bench.quality --files 'realKnownCause/*' --per-file
     uv run python -m bench.quality --engines neuralforecast --files 'artificialNoAnomaly/*'
     uv run python -m bench.quality --engines chronos:/path/to/chronos-bolt-small  # local weights
+    uv run python -m bench.quality --engines builtin:profile --dump /tmp/nab-results
 
 The default set runs every engine that needs no weights and no network training, in about an
 hour on two cores (pyod and mlforecast take about 25 minutes each on one core, darts 6,
@@ -48,7 +57,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tests.servers import start_victoriametrics
 
-from bench._quality_report import FileRun, report
+from bench._calibration import CALIBRATION_LEGEND, calibration_table
+from bench._quality_report import FileRun, dump, report
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.outputs import build_outputs
@@ -279,6 +289,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA, help="the NAB sample directory")
     ap.add_argument("--jobs", type=int, default=2, help="files backtested at once")
     ap.add_argument("--per-file", action="store_true", help="also print one row per file")
+    ap.add_argument("--dump", type=Path, help="write the per-row scores NAB's scorer reads here")
+    ap.add_argument(
+        "--calibrate",
+        nargs="*",
+        default=["builtin:profile"],
+        help="engines for the clean-data calibration check (none: skip it)",
+    )
     args = ap.parse_args()
     files = load_corpus(args.data, args.files)
     if not files:
@@ -297,6 +314,12 @@ def main() -> None:
         finally:
             server.stop()
     report(runs, engines=args.engines, per_file=args.per_file)
+    if args.dump:
+        print(f"wrote {dump(runs, args.dump, args.data)} score files under {args.dump}")
+    if args.calibrate:
+        console = Console(width=220)
+        console.print(calibration_table(args.calibrate))
+        console.print(CALIBRATION_LEGEND)
 
 
 if __name__ == "__main__":

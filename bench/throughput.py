@@ -151,9 +151,10 @@ def cycle_scenario(url: str, n: int, now: int, cycles: int) -> dict[str, Any]:
     recorder = BodyRecorder(f"{url}/api/v1/write")
     c = container(url, pipeline, recorder)
     first = now - cycles * STEP
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     c.service.trainer.train(pipeline, first - STEP)
     fit, fit_rss = time.perf_counter() - began, status_mb("VmHWM")
+    fit_cpu = time.process_time() - cpu_began  # comparable on a loaded machine, unlike wall
     reset = reset_peak_rss()
     base_rss = status_mb("VmRSS")  # the trained model, the imports, what the allocator kept
     runs: list[tuple[float, float, InferResult]] = []
@@ -179,6 +180,7 @@ def cycle_scenario(url: str, n: int, now: int, cycles: int) -> dict[str, Any]:
     return {
         "series": n,
         "fit": fit,
+        "fit_cpu": fit_cpu,
         "fit_rss": fit_rss,
         "cycle": statistics.median(x[0] for x in steady),
         "cpu": statistics.median(x[1] for x in steady),
@@ -243,7 +245,7 @@ def print_cycle(r: dict[str, Any]) -> None:
         f"  builtin/profile {n:>7,} series: cycle {cycle:6.2f}s | floor {floor:5.2f}s (fetch "
         f"{r['fetch']:.2f}s + post {r['post']:.2f}s) | cycle/floor {cycle / floor:4.1f}x | "
         f"{n / cycle:8,.0f} series/s, {n / r['cpu']:8,.0f} series/CPU-s | peak RSS {peak} "
-        f"(training {r['fit']:.1f}s, {r['fit_rss']:,.0f} MB) | {shares}",
+        f"(training {r['fit']:.1f}s, {r['fit_cpu']:.1f} CPU-s, {r['fit_rss']:,.0f} MB) | {shares}",
         flush=True,
     )
 

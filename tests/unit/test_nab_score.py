@@ -114,10 +114,10 @@ def test_edge_mode_counts_one_detection_per_run_row_mode_every_row() -> None:
     score = np.zeros(N)
     score[30:35] = 3.0  # a run of five rows outside the window
     score[40] = np.nan  # missing scores never detect
-    assert np.flatnonzero(detections(score)).tolist() == [30]
-    assert np.flatnonzero(detections(score, mode="row")).tolist() == [30, 31, 32, 33, 34]
-    assert score_file(detections(score), WINDOW).raw == pytest.approx(-1.11)
-    assert score_file(detections(score, mode="row"), WINDOW).raw == pytest.approx(-1.55)
+    assert np.flatnonzero(detections(score, mode="edge")).tolist() == [30]
+    assert np.flatnonzero(detections(score)).tolist() == [30, 31, 32, 33, 34]  # NAB's rule
+    assert score_file(detections(score, mode="edge"), WINDOW).raw == pytest.approx(-1.11)
+    assert score_file(detections(score), WINDOW).raw == pytest.approx(-1.55)
     assert not detections(score, threshold=3.0).any()  # strictly above the threshold
 
 

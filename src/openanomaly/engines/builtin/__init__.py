@@ -42,7 +42,9 @@ from openanomaly.engines.kernels.robust import (
 )
 from openanomaly.errors import EngineError, UnknownModel
 
-_FORMAT = 3  # version of the dumps() layout (2: season choice and calibrated tails; 3: envelope)
+# Version of the dumps() layout and of what its arrays mean (3: envelope; 4: out-of-sample
+# tails, anomaly-aware memory; 5: tails without the whole incident, spread over 60 errors).
+_FORMAT = 5
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
 
@@ -145,24 +147,33 @@ class ProfileModel(KeyIndex, _Builtin):
     predicts its own held-out cycles best, among those with two cycles of data.
 
     ``predict`` adds to the profile the median of ``context - profile`` over the last ``adapt``
-    points. Each side of the band is the widest of: the calibrated tail at ``interval`` times
-    the slot's spread; ``z`` times the recent scale (MAD of those ``adapt`` points), so that a
-    burst of volatility widens it; and the largest deviation on that side within the last
-    ``memory`` points but the last ``onset`` (as is at interval 0.999, scaled like a normal band
-    at others), so that only a deviation *new to the recent past* crosses it: a recurring spike
-    does not alert again and again. Leaving the last ``onset`` points out judges an excursion
-    against the band from before it began: one that grows for a few steps stays one run above
-    the band (one alert) instead of flapping across an edge that chases it. Unfitted, or for a
-    series it has not seen, it uses the context alone: median, ``z`` times the MAD, and the
-    same memory.
+    points. Each side of the *normal* band is the wider of: the calibrated tail at ``interval``
+    times the slot's spread, and ``z`` times the recent scale (MAD of those ``adapt`` points),
+    so that a burst of volatility widens it. A memory of the last ``memory`` points then widens
+    it for what is not new (deviations as they are at interval 0.999, scaled like a normal band
+    at others), and only for that: an anomaly does not teach it that anomalies are normal.
+
+    * The excursion under way (the trailing run of context points beyond the normal band), once
+      it has lasted ``onset`` points, is covered up to its largest deviation plus the normal
+      band: a shift that lasts scores above 1 for its first ``onset`` points (enough for an
+      alert rule's ``for:`` of two steps) and then again only if it grows, not at every step
+      for as long as it lasts.
+    * An excursion that recurs is covered the same way: the largest deviation before the one
+      under way once the single largest one and its neighbours are left out (as the training
+      tails leave out one incident). One spike, once over, does not widen the band: the same
+      spike an hour later alerts again; a spike that keeps coming back stops alerting.
+
+    Unfitted, or for a series it has not seen, it uses the context alone: median, ``z`` times
+    the MAD, and the same memory.
 
     Args:
         step: the grid spacing in seconds.
         season: ``"auto"``, a duration (``"1d"``, seconds, a multiple of ``step``) or None.
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
         adapt: recent context points the level offset and the recent scale use (>= 1).
-        memory: recent context points whose largest deviation the band covers (>= 0; 0: off).
-        onset: how many of the latest context points the memory leaves out (>= 0).
+        memory: recent context points the memory looks at (>= 0; 0: off).
+        onset: how long an excursion under way is judged against the band from before it
+            began, in points (>= 0).
         spread_floor: smallest spread relative to the series' typical level, in [0, 1).
 
     Attributes:
@@ -194,7 +205,7 @@ class ProfileModel(KeyIndex, _Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
-        onset: int = 6,
+        onset: int = 3,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
@@ -294,13 +305,14 @@ class ProfileModel(KeyIndex, _Builtin):
             dn = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 1], one_sided), z), z)
         base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
         volatile = z * np.nan_to_num(scale)[:, None]
+        normal_up = np.fmax(up[:, None] * base, volatile)
+        normal_dn = np.fmax(dn[:, None] * base, volatile)
         # Recent deviations are rescaled like a normal band from the default interval, so that
         # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
         width = recent.shape[1]
-        past = recent[:, width - self.memory : width - self.onset]
-        dev = (past - offset[:, None]) * (z / _Z_MEMORY)
-        above = np.fmax(np.fmax(up[:, None] * base, volatile), _largest(dev)[:, None])
-        below = np.fmax(np.fmax(dn[:, None] * base, volatile), _largest(-dev)[:, None])
+        dev = (recent[:, width - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
+        above = np.fmax(normal_up, _remembered(dev, normal_up, self.onset))
+        below = np.fmax(normal_dn, _remembered(-dev, normal_dn, self.onset))
         usable = (known | (count >= MIN_POINTS))[:, None]
         return Forecast(
             yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
@@ -339,6 +351,34 @@ class ProfileModel(KeyIndex, _Builtin):
             self.level_, self.spread_ = arrays["level"], arrays["spread"]
             self.tails_, self.season_ = arrays["tails"], arrays["season"]
             self.ref_, self.known_ = arrays["ref"], arrays["known"]
+
+
+def _remembered(dev: FloatArray, normal: FloatArray, onset: int) -> FloatArray:
+    """How far the memory widens one side (``dev``: recent deviations on that side, ``normal``:
+    the normal half-width at each forecast timestamp): up to the size of the excursion under
+    way, once it has lasted ``onset`` points, or of one that recurs before it, plus the normal
+    band, so that a value repeating it lies inside the band, not on its edge."""
+    if not normal.shape[1]:
+        return normal  # no timestamp to forecast: nothing to widen
+    edge = normal[:, :1]
+    gap = np.isnan(dev)
+    run = np.cumprod((gap | (dev > edge))[:, ::-1], axis=1)[:, ::-1].astype(bool) & ~gap
+    lasting = run & (np.count_nonzero(run, axis=1) >= onset)[:, None]
+    ongoing = _largest(np.where(lasting, dev, np.nan))
+    recurring = _recurring(np.where(run, np.nan, dev))
+    size = np.fmax(ongoing, np.where(recurring > edge[:, 0], recurring, 0.0))[:, None]
+    return np.where(size > 0, size + normal, 0.0)
+
+
+def _recurring(dev: FloatArray) -> FloatArray:
+    """Each row's largest deviation once its largest one and the ``INCIDENT`` points either
+    side of it are left out."""
+    if not dev.shape[1]:
+        return np.zeros(dev.shape[0])
+    t = np.arange(dev.shape[1])
+    peak = np.argmax(np.where(np.isnan(dev), -np.inf, dev), axis=1)
+    near = np.abs(t[None, :] - peak[:, None]) <= seasonal.INCIDENT
+    return _largest(np.where(near, np.nan, dev))
 
 
 def _largest(dev: FloatArray) -> FloatArray:
