@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -243,6 +244,7 @@ def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None
     from openanomaly.services.recovery import drop_before, missing, output_selector
 
     spec = c.service.pipelines.get(pipeline)
+    outputs: Sequence[OutputSeries]
     outputs = build_outputs(result.batch.labels, result.batch.timestamps, result.scored, spec)
     outputs, too_old = drop_before(outputs, c.writer.oldest_accepted())
     flavor = getattr(c.writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
@@ -264,7 +266,7 @@ def _write_backtest(c: Container, pipeline: str, result: BacktestResult) -> None
         )
 
 
-def _count(series: list[OutputSeries]) -> int:
+def _count(series: Sequence[OutputSeries]) -> int:
     return sum(int(np.isfinite(s.values).sum()) for s in series)
 
 
