@@ -197,10 +197,12 @@ class _TimedEngines(DefaultEngineFactory):
 class _TimedReader(PrometheusReader):
     clock: _Clock
 
-    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+    def query_range(
+        self, query: str, start: int, end: int, step: int, *, recent: bool = False
+    ) -> SeriesBatch:
         began = time.perf_counter()
         try:
-            return super().query_range(query, start, end, step)
+            return super().query_range(query, start, end, step, recent=recent)
         finally:
             self.clock.read += time.perf_counter() - began
 

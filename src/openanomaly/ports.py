@@ -30,8 +30,14 @@ things (only VictoriaMetrics takes samples in the future)."""
 
 @runtime_checkable
 class MetricsReader(Protocol):
-    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
-        """Every series of ``query`` on the grid ``start, start+step, ... <= end`` (unix s)."""
+    def query_range(
+        self, query: str, start: int, end: int, step: int, *, recent: bool = False
+    ) -> SeriesBatch:
+        """Every series of ``query`` on the grid ``start, start+step, ... <= end`` (unix s).
+
+        ``recent`` (a training's history): the range may be read from its end back to where
+        the data starts, so that a long window over little data costs what the data costs; a
+        gap longer than all the data after it may then be taken for the start."""
         ...
 
 

@@ -85,12 +85,11 @@ def test_more_points_than_prometheus_allows_are_read_in_chunks(
     start = end - 12_000  # 12,001 points at a 1 s step
     query = f'oa_it_long{{run="{run}"}}'
 
-    with pytest.raises(QueryError, match="11,000 points"):
-        opened(PrometheusReader(prometheus.url, max_points=20_000)).query_range(
-            query, start, end, 1
-        )
+    form = {"query": query, "start": str(start), "end": str(end), "step": "1"}
+    refused = httpx.post(f"{prometheus.url}/api/v1/query_range", data=form, timeout=30)
+    assert refused.status_code == 400 and "11,000 points" in refused.text
     batch = opened(PrometheusReader(prometheus.url)).query_range(query, start, end, 1)
-    # Two chunks asked (12,001 steps); the grid begins where the data does.
+    # Chunks asked (12,001 steps), from the end back; the grid begins where the data does.
     np.testing.assert_array_equal(batch.timestamps, np.arange(grid[0], end + 1))
     # Prometheus' 5 min lookback repeats each sample for up to 300 s after it.
     assert np.all(batch.values[0] == 1)
@@ -222,3 +221,32 @@ def test_future_samples_reach_only_victoriametrics(
     else:
         assert sent == 3
         assert sent_ms == [t * 1000 for t in ts]
+
+
+@pytest.mark.parametrize("flavor", ["prometheus", "victoriametrics"])
+def test_a_long_window_over_recent_data_reads_what_a_short_one_does(
+    request: pytest.FixtureRequest, flavor: str, run: str
+) -> None:
+    # Two days at 15 s (11,521 steps) over 50 minutes of data with a 20-minute hole: read back
+    # from the end, the TSDB answers an empty chunk before the data, the hole is read through.
+    server: TsdbServer = request.getfixturevalue(flavor)
+    step, now = 15, int(time.time()) // 15 * 15
+    new = np.arange(now - 600 + step, now + 1, step, dtype=np.int64)
+    old = np.arange(now - 3000, now - 1800, step, dtype=np.int64)
+    writer(server).write(
+        [
+            OutputSeries({"__name__": "oa_it_back", "run": run, "s": "old"}, old, np.full(80, 2.0)),
+            OutputSeries({"__name__": "oa_it_back", "run": run, "s": "new"}, new, np.ones(40)),
+        ]
+    )
+    server.flush()
+    query = f'oa_it_back{{run="{run}"}}'
+    reader = opened(PrometheusReader(server.url))
+    long = reader.query_range(query, now - 2 * 86_400, now, step, recent=True)
+    short = reader.query_range(query, now - 3600, now, step)  # 241 steps: one request
+
+    assert long.timestamps[0] == old[0]
+    assert sorted(long.keys) == sorted(short.keys)
+    np.testing.assert_array_equal(long.timestamps, short.timestamps)
+    rows = {k: i for i, k in enumerate(short.keys)}
+    np.testing.assert_array_equal(long.values, short.values[[rows[k] for k in long.keys]])

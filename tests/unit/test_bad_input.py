@@ -208,7 +208,9 @@ def test_a_pipeline_failing_at_run_time_is_broken_and_the_others_run(
 
 def test_a_query_the_tsdb_refuses_breaks_only_its_pipeline() -> None:
     class Refusing(MemoryMetrics):
-        def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        def query_range(
+            self, query: str, start: int, end: int, step: int, *, recent: bool = False
+        ) -> SeriesBatch:
             if query.startswith("sum("):
                 raise QueryError(f"parse error (query: {query})")
             return super().query_range(query, start, end, step)

@@ -136,7 +136,9 @@ def test_a_training_and_an_inference_record_their_counts() -> None:
 
 def test_a_failure_records_its_message_with_credentials_masked() -> None:
     class Leaky(MemoryMetrics):
-        def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        def query_range(
+            self, query: str, start: int, end: int, step: int, *, recent: bool = False
+        ) -> SeriesBatch:
             raise RuntimeError("connect to http://admin:hunter2@tsdb:9090 failed")
 
     with container(tsdb=Leaky()) as c:
@@ -200,7 +202,9 @@ def test_a_job_goes_queued_running_ok() -> None:
     go, reading, release = threading.Event(), threading.Event(), threading.Event()
 
     class Slow(MemoryMetrics):
-        def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+        def query_range(
+            self, query: str, start: int, end: int, step: int, *, recent: bool = False
+        ) -> SeriesBatch:
             reading.set()
             assert release.wait(10)
             return super().query_range(query, start, end, step)

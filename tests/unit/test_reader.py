@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -115,7 +116,9 @@ def test_long_ranges_are_split_under_the_point_limit_and_stitched() -> None:
     batch = reader(tsdb).query_range("x", 0, 25_000, 1)
 
     spans = sorted((int(f["start"]), int(f["end"])) for f in tsdb.forms)
-    assert spans == [(0, 10_999), (11_000, 21_999), (22_000, 25_000)]
+    assert spans[0][0] == 0 and spans[-1][1] == 25_000
+    assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(spans))
+    assert all(b - a < 11_000 for a, b in spans) and (0, 10_999) in spans  # the oldest, in bulk
     assert batch.timestamps.tolist() == list(range(25_001))
     by_key = dict(zip(batch.keys, batch.values, strict=True))
     np.testing.assert_array_equal(by_key['{s="always"}'], np.arange(25_001.0))
@@ -337,3 +340,60 @@ def test_a_single_step_refused_as_too_big_stays_refused() -> None:
     with pytest.raises(QueryError, match="not enough memory"):
         reader(tsdb).query_range("x", 0, 0, 1)  # one step cannot be halved
     assert len(tsdb.forms) == 1
+
+
+WEEK, HOUR = 7 * 86_400, 3_600
+
+
+def test_a_long_range_is_read_from_its_end_down_to_the_first_empty_chunk() -> None:
+    end = 100 * WEEK
+    tsdb = FakePrometheus(({"s": "a"}, lambda t: "1" if t > end - 2 * HOUR else None))
+    batch = reader(tsdb).query_range("x", end - WEEK, end, 60, recent=True)
+
+    asked = [(int(f["start"]), int(f["end"])) for f in tsdb.forms]
+    assert asked[0][1] == end and len(asked) == 2  # the chunk with the data, one empty before
+    assert sum((b - a) // 60 + 1 for a, b in asked) < 4 * 121  # not the 10,081 steps of a week
+    assert batch.timestamps[0] == end - 2 * HOUR + 60 and np.all(batch.values == 1)
+
+
+def test_a_gap_shorter_than_the_data_after_it_is_read_through() -> None:
+    # Series that start at different times, and a 4-hour hole in the middle of the data.
+    end = 100 * WEEK
+    tsdb = FakePrometheus(
+        ({"s": "new"}, lambda t: "1" if t > end - 2 * HOUR else None),
+        ({"s": "old"}, lambda t: "2" if end - 30 * HOUR <= t < end - 6 * HOUR else None),
+    )
+    batch = reader(tsdb).query_range("x", end - WEEK, end, 60, recent=True)
+
+    assert batch.timestamps[0] == end - 30 * HOUR
+    by_key = dict(zip(batch.keys, batch.values, strict=True))
+    old = by_key['{s="old"}']
+    assert np.all(old[: 24 * 60] == 2) and np.isnan(old[24 * 60 :]).all()
+    assert np.isnan(by_key['{s="new"}'][: 28 * 60]).all()
+
+
+def test_a_gap_longer_than_all_the_data_after_it_ends_the_read() -> None:
+    # The documented limit of reading back: what lies before such a gap is not read.
+    end = 100 * WEEK
+    tsdb = FakePrometheus(
+        ({"s": "a"}, lambda t: "1" if t > end - 2 * HOUR or t < end - 5 * 86_400 else None)
+    )
+    batch = reader(tsdb).query_range("x", end - WEEK, end, 60, recent=True)
+    assert batch.timestamps[0] > end - 5 * 86_400
+
+
+def test_a_range_of_a_day_or_less_is_read_in_one_request() -> None:
+    tsdb = FakePrometheus(({"s": "a"}, lambda t: "1" if t > 80_000 else None))
+    reader(tsdb).query_range("x", 0, 86_340, 60)
+    assert [(f["start"], f["end"]) for f in tsdb.forms] == [("0", "86340")]
+
+
+def test_an_explicit_range_is_read_whole_whatever_its_gaps() -> None:
+    # Only a training's history (recent=True) may stop at a long gap: a backtest or a catch-up
+    # of the same range reads every point that exists.
+    end = 100 * WEEK
+    tsdb = FakePrometheus(
+        ({"s": "a"}, lambda t: "1" if t > end - 2 * HOUR or t < end - 5 * 86_400 else None)
+    )
+    batch = reader(tsdb).query_range("x", end - WEEK, end, 60)
+    assert batch.timestamps[0] == end - WEEK

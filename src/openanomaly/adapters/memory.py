@@ -91,7 +91,9 @@ class MemoryMetrics:
         self.stored: dict[SeriesId, list[Sample]] = {}
         self.queries: list[tuple[str, int, int, int]] = []
 
-    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+    def query_range(
+        self, query: str, start: int, end: int, step: int, *, recent: bool = False
+    ) -> SeriesBatch:
         self.queries.append((query, start, end, step))
         source = self.batches[query] if query in self.batches else self._select(query)
         return source.on_grid(start, end, step)

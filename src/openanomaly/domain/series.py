@@ -9,7 +9,8 @@ over this matrix instead of looping over series in Python.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +40,6 @@ class SeriesBatch:
     labels: tuple[Labels, ...]
     timestamps: IntArray
     values: FloatArray
-    keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -56,7 +56,16 @@ class SeriesBatch:
         object.__setattr__(self, "values", values)
         object.__setattr__(self, "timestamps", ts)
         object.__setattr__(self, "labels", tuple(self.labels))
-        object.__setattr__(self, "keys", tuple(series_key(lb) for lb in self.labels))
+
+    @cached_property
+    def keys(self) -> tuple[str, ...]:
+        """``series_key`` of each row: computed on first use, then shared by the batches cut
+        from this one (``between``, ``take``), so 100,000 label sets are keyed once a read."""
+        return tuple(series_key(lb) for lb in self.labels)
+
+    def _with_keys(self, keys: tuple[str, ...]) -> SeriesBatch:
+        self.__dict__["keys"] = keys  # where cached_property keeps it; the batch is frozen
+        return self
 
     @classmethod
     def empty(cls, timestamps: Sequence[int] | IntArray = ()) -> SeriesBatch:
@@ -111,12 +120,16 @@ class SeriesBatch:
     def take(self, rows: Sequence[int] | npt.NDArray[np.intp]) -> SeriesBatch:
         """The subset of series at ``rows``, same grid."""
         idx = np.asarray(rows, dtype=np.intp)
-        return SeriesBatch(tuple(self.labels[i] for i in idx), self.timestamps, self.values[idx])
+        rows_ = idx.tolist()
+        keys, labels = self.keys, self.labels
+        out = SeriesBatch(tuple(labels[i] for i in rows_), self.timestamps, self.values[idx])
+        return out._with_keys(tuple(keys[i] for i in rows_))
 
     def between(self, start: int, end: int) -> SeriesBatch:
         """The part of the grid with ``start < t <= end`` (a window is open on the left)."""
         mask = (self.timestamps > start) & (self.timestamps <= end)
-        return SeriesBatch(self.labels, self.timestamps[mask], self.values[:, mask])
+        out = SeriesBatch(self.labels, self.timestamps[mask], self.values[:, mask])
+        return out._with_keys(self.keys)
 
     def concat_time(self, later: SeriesBatch) -> SeriesBatch:
         """This batch followed in time by ``later`` (series matched by key, union of series)."""

@@ -10,7 +10,7 @@ cold-start one before any, as a failed training job does in production.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -178,6 +178,7 @@ def write_backtest(
     is sent.
     """
     batch = result.batch
+    outputs: Sequence[OutputSeries]
     outputs = build_outputs(batch.labels, batch.timestamps, result.scored, pipeline)
     outputs, too_old = drop_before(outputs, writer.oldest_accepted())
     flavor = getattr(writer, "flavor", None)  # a RemoteWriteWriter's resolved flavour
@@ -192,5 +193,5 @@ def write_backtest(
     return replace(result, written=BacktestWrite(sent, too_old, held, flavor))
 
 
-def _count(series: list[OutputSeries]) -> int:
+def _count(series: Sequence[OutputSeries]) -> int:
     return sum(int(np.isfinite(s.values).sum()) for s in series)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -133,7 +134,7 @@ class Inferencer:
         scores = score_window(
             pipeline, run.batch, start=w.start, end=w.end, model=run.model, engines=self._engines
         )
-        outputs = build_outputs(
+        outputs: Sequence[OutputSeries] = build_outputs(
             scores.batch.labels, scores.batch.timestamps, scores.scored, pipeline
         )
         if result.waiting is not None:
@@ -159,7 +160,7 @@ class Inferencer:
             )
         _tally(result, scores)
 
-    def _write(self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow) -> int:
+    def _write(self, pipeline: Pipeline, outputs: Sequence[OutputSeries], w: InferWindow) -> int:
         """Write; when a request's fate is unknown, read back and send what is missing (a
         retry that cannot duplicate), a few times before leaving the window to the next run."""
         attempt = 0
@@ -175,7 +176,7 @@ class Inferencer:
                 outputs = self._missing(pipeline, outputs, w)
 
     def _missing(
-        self, pipeline: Pipeline, outputs: list[OutputSeries], w: InferWindow
+        self, pipeline: Pipeline, outputs: Sequence[OutputSeries], w: InferWindow
     ) -> list[OutputSeries]:
         if self._samples is None:
             raise RuntimeError("recovering a window needs a SampleReader")

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from openanomaly.domain.outputs import OutputBatch
 from openanomaly.domain.records import OutputSeries
 from openanomaly.domain.series import IntArray, series_key
 from openanomaly.domain.spec import Pipeline
@@ -44,9 +45,11 @@ def missing(series: Sequence[OutputSeries], present: Mapping[str, IntArray]) -> 
 
 def drop_before(
     series: Sequence[OutputSeries], oldest: int | None
-) -> tuple[list[OutputSeries], int]:
+) -> tuple[Sequence[OutputSeries], int]:
     """``series`` without samples older than ``oldest`` (None: keep all), and how many
     timestamps of the first output (one per point scored) were dropped."""
+    if isinstance(series, OutputBatch):
+        return _batch_before(series, oldest)
     if oldest is None:
         return list(series), 0
     out, dropped, seen = [], 0, set()
@@ -59,6 +62,16 @@ def drop_before(
         if keep.any():
             out.append(OutputSeries(s.labels, s.timestamps[keep], s.values[keep]))
     return out, dropped
+
+
+def _batch_before(batch: OutputBatch, oldest: int | None) -> tuple[OutputBatch, int]:
+    """``drop_before`` by columns (the rows of a batch are distinct input series)."""
+    if oldest is None or not batch.names:
+        return batch, 0
+    old = batch.present & (batch.timestamps < oldest)
+    dropped = int(np.count_nonzero(old & np.isfinite(batch.values[0])))
+    kept = batch.since(oldest)
+    return kept.rows(np.any(kept.present, axis=1)), dropped
 
 
 def _quoted(value: str) -> str:

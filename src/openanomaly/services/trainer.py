@@ -47,7 +47,9 @@ class Trainer:
         series = 0
         extra: dict[str, str] = {}
         if engine.requires_fit:
-            history = self._reader.query_range(pipeline.query, start, end, pipeline.step)
+            history = self._reader.query_range(
+                pipeline.query, start, end, pipeline.step, recent=True
+            )
             if not len(history):
                 raise NoData(shorten(pipeline.query), start, end)
             engine.fit(history)

@@ -88,11 +88,14 @@ class PrometheusReader(ClientOwner):
         self._backoff = backoff
         self._max_series = max_series
 
-    def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
+    def query_range(
+        self, query: str, start: int, end: int, step: int, *, recent: bool = False
+    ) -> SeriesBatch:
         """Every series of ``query`` on the multiples of ``step`` in ``[start, end]``.
 
         The grid begins at the first timestamp with data, not at ``start``: a 7-day window over
-        2 hours of data is a matrix of 2 hours.
+        2 hours of data is a matrix of 2 hours. With ``recent``, a range of more than
+        ``WALK_BACK_FROM`` steps is read from its end (``_walk_back``).
 
         Raises:
             TooManySeries: the answer holds more than ``max_series`` series.
@@ -102,11 +105,37 @@ class PrometheusReader(ClientOwner):
         grid = aligned_grid(start, end, step)
         if grid.size == 0:
             return SeriesBatch.empty()
-        chunks = [grid[i : i + self._max_points] for i in range(0, grid.size, self._max_points)]
-        batch = stitch(self._fetch_all(query, chunks, step), grid)
+        if recent and grid.size > WALK_BACK_FROM:
+            results = self._walk_back(query, grid, step)
+        else:
+            chunks = [grid[i : i + self._max_points] for i in range(0, grid.size, self._max_points)]
+            results = self._fetch_all(query, chunks, step)
+        batch = stitch(results, grid)
         if self._max_series is not None and len(batch) > self._max_series:  # chunks differ
             raise TooManySeries(len(batch), self._max_series, query=shorten(query))
         return batch
+
+    def _walk_back(self, query: str, grid: IntArray, step: int) -> list[Result]:
+        """Read a long range from its end, in chunks that double, down to the first chunk that
+        holds no series: a TSDB evaluates every nominal step of a range (VictoriaMetrics sizes,
+        and refuses, 20,000 series x 7 days at 1m where 2 hours hold data), while an empty range
+        costs it an index look-up. Since each chunk is longer than all those after it, only a gap
+        in the data longer than all the data after it is taken for the data's start. Once the
+        chunks reach ``max_points``, the rest of the range is read as usual, in parallel."""
+        results: list[Result] = []
+        hi, size = grid.size, max(WALK_BACK_FIRST, -(-grid.size // WALK_BACK_PARTS))
+        while hi > 0:
+            if size >= self._max_points:
+                rest = grid[:hi]
+                chunks = [rest[i : i + self._max_points] for i in range(0, hi, self._max_points)]
+                return self._fetch_all(query, chunks, step) + results
+            lo = max(0, hi - size)
+            found = self._fetch(query, grid[lo:hi], step)
+            if not any(body.metrics for body in found):
+                break
+            results = found + results
+            hi, size = lo, size * 2
+        return results
 
     def _fetch_all(self, query: str, chunks: Sequence[IntArray], step: int) -> list[Result]:
         if len(chunks) == 1:
@@ -186,6 +215,12 @@ class PrometheusReader(ClientOwner):
             logger.warning("TSDB warning for %r: %s", shorten(query), warning)
         return body
 
+
+WALK_BACK_FROM = 1440
+"""Ranges of more steps than this (a day at 1m) are read from their end (``_walk_back``)."""
+WALK_BACK_FIRST = 120
+WALK_BACK_PARTS = 64
+"""The first chunk read back: a 64th of the range, at least 120 steps."""
 
 _TOO_BIG = (
     "not enough memory",  # VictoriaMetrics, sizing the query's nominal points
