@@ -21,6 +21,7 @@ from openanomaly.domain.records import (
     WindowState,
 )
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
+from openanomaly.domain.shards import Shard
 from openanomaly.domain.spec import ModelSpec, Pipeline
 
 Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
@@ -32,6 +33,16 @@ things (only VictoriaMetrics takes samples in the future)."""
 class MetricsReader(Protocol):
     def query_range(self, query: str, start: int, end: int, step: int) -> SeriesBatch:
         """Every series of ``query`` on the grid ``start, start+step, ... <= end`` (unix s)."""
+        ...
+
+
+@runtime_checkable
+class ShardReader(Protocol):
+    """A reader that can keep only one shard's series while it decodes the answer, so that
+    memory follows the shard, not the query. Readers without it are read whole and cut."""
+
+    def query_shard(self, query: str, start: int, end: int, step: int, shard: Shard) -> SeriesBatch:
+        """``query_range`` restricted to the series of ``shard`` (``Shard.mask``)."""
         ...
 
 
