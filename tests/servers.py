@@ -13,7 +13,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -101,8 +101,11 @@ def start_prometheus(workdir: Path, *, scrape_self: str | None = None) -> TsdbSe
     )
 
 
-def start_victoriametrics(workdir: Path, *, latency_offset: str = "0s") -> TsdbServer:
-    """``latency_offset``: VictoriaMetrics' ``-search.latencyOffset`` ("" for its default)."""
+def start_victoriametrics(
+    workdir: Path, *, latency_offset: str = "0s", extra_args: Sequence[str] = ()
+) -> TsdbServer:
+    """``latency_offset``: VictoriaMetrics' ``-search.latencyOffset`` ("" for its default);
+    ``extra_args``: more of its flags (the scale bench lifts its per-query series limit)."""
     port = free_port()
     args = [
         find_binary("victoria-metrics"),
@@ -114,6 +117,7 @@ def start_victoriametrics(workdir: Path, *, latency_offset: str = "0s") -> TsdbS
         *([f"-search.latencyOffset={latency_offset}"] if latency_offset else []),
         "-search.disableCache",
         "-loggerLevel=ERROR",
+        *extra_args,
     ]
     url = f"http://127.0.0.1:{port}"
     return _start(

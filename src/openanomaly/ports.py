@@ -21,6 +21,7 @@ from openanomaly.domain.records import (
     WindowState,
 )
 from openanomaly.domain.series import Forecast, IntArray, SeriesBatch
+from openanomaly.domain.shards import Shard
 from openanomaly.domain.spec import ModelSpec, Pipeline
 
 Flavor = Literal["prometheus", "victoriametrics", "mimir", "thanos"]
@@ -38,6 +39,18 @@ class MetricsReader(Protocol):
         ``recent`` (a training's history): the range may be read from its end back to where
         the data starts, so that a long window over little data costs what the data costs; a
         gap longer than all the data after it may then be taken for the start."""
+        ...
+
+
+@runtime_checkable
+class ShardReader(Protocol):
+    """A reader that can keep only one shard's series while it decodes the answer, so that
+    memory follows the shard, not the query. Readers without it are read whole and cut."""
+
+    def query_shard(
+        self, query: str, start: int, end: int, step: int, shard: Shard, *, recent: bool = False
+    ) -> SeriesBatch:
+        """``query_range`` restricted to the series of ``shard`` (``Shard.mask``)."""
         ...
 
 

@@ -19,10 +19,13 @@ def new_job_id() -> str:
 class TrainJob:
     """Fit ``pipeline_id`` on the train window that ends at ``end`` (unix seconds).
 
-    Jobs compare without their ``id``: the same work submitted twice is the same job."""
+    Jobs compare without their ``id``: the same work submitted twice is the same job.
+    ``shard``: the index of the one shard to fit (``Pipeline.shards``); None: every shard,
+    one after the other (the whole pipeline when it has one)."""
 
     pipeline_id: str
     end: int
+    shard: int | None = None
     kind: Literal["train"] = "train"
     id: str = field(default_factory=new_job_id, compare=False)
 
@@ -33,11 +36,14 @@ class InferWindow:
 
     Safe to run twice or concurrently: the Inferencer starts at the checkpoint when that is
     later, one process at a time holds the pipeline's lease, and an interrupted window is
-    completed from what the TSDB already holds (see ``WindowState``)."""
+    completed from what the TSDB already holds (see ``WindowState``). ``shard``: the index
+    of the one shard to score, under its own checkpoint and lease; None: every shard, one after
+    the other (the whole pipeline when it has one)."""
 
     pipeline_id: str
     start: int
     end: int
+    shard: int | None = None
     kind: Literal["infer"] = "infer"
     id: str = field(default_factory=new_job_id, compare=False)
 

@@ -128,6 +128,9 @@ class Pipeline(_Spec):
     model: ModelSpec = Field(default_factory=ModelSpec)
     scoring: ScoringSpec = Field(default_factory=ScoringSpec)
     outputs: OutputSpec = Field(default_factory=OutputSpec)
+    shards: int = Field(1, ge=1, le=1024)
+    """Series split by a hash of their labels into this many shards, each trained and
+    inferred by its own job (domain/shards.py); 1: one job for the whole query."""
     enabled: bool = True
 
     @field_validator("id")
@@ -177,6 +180,9 @@ class PipelineFile(_Spec):
 
 
 def spec_hash(pipeline: Pipeline) -> str:
-    """A short hash of what makes a fitted model valid: query, step and model spec."""
+    """A short hash of what makes a fitted model valid: query, step, model spec and the shard
+    count (left out at 1, so that an unsharded pipeline keeps the hash it had)."""
     text = pipeline.model_dump_json(include={"query", "step", "model"})
+    if pipeline.shards != 1:
+        text += f"|shards={pipeline.shards}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -21,6 +21,7 @@ import numpy as np
 from openanomaly.domain.outputs import build_outputs
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion, OutputSeries
 from openanomaly.domain.series import SeriesBatch
+from openanomaly.domain.shards import WHOLE, Shard
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.trust import HISTORY_KEY, untrusted_reason
 from openanomaly.domain.windows import points_between, windows
@@ -37,6 +38,7 @@ from openanomaly.ports import (
 )
 from openanomaly.services.cache import ModelCache
 from openanomaly.services.recovery import drop_before, missing, output_selector
+from openanomaly.services.shards import read, roll_up, start_state
 from openanomaly.services.window_scores import WindowScores, score_window
 
 log = logging.getLogger(__name__)
@@ -50,9 +52,11 @@ RECOVER_BACKOFF = 0.5
 @dataclass(frozen=True)
 class _Run:
     """What every window of one run shares: the range read once, the model, the journalled
-    window to complete (if any), the lease owner fencing the commits, the tally."""
+    window to complete (if any), the lease owner fencing the commits, the tally; ``key`` is
+    where the shard's checkpoint and journal live (the pipeline's id when unsharded)."""
 
     pipeline: Pipeline
+    key: str
     batch: SeriesBatch
     model: ModelEngine | None
     pending: tuple[int, int] | None
@@ -84,37 +88,44 @@ class Inferencer:
         self._told_waiting: set[tuple[str, str]] = set()
 
     def infer(
-        self, pipeline: Pipeline, start: int, end: int, *, owner: str | None = None
+        self,
+        pipeline: Pipeline,
+        start: int,
+        end: int,
+        *,
+        owner: str | None = None,
+        shard: Shard = WHOLE,
     ) -> InferResult:
-        """Bring the outputs up to ``end``, scoring nothing at or before ``start`` nor before
-        the checkpoint; ``owner`` (the lease holder) fences every journal and checkpoint move.
+        """Bring the outputs of ``shard``'s series up to ``end``, scoring nothing at or before
+        ``start`` nor before the shard's checkpoint; ``owner`` (the lease holder of the shard)
+        fences every journal and checkpoint move.
         """
         t0 = time.perf_counter()
-        state = self._checkpoints.state(pipeline.id)
+        key = shard.key(pipeline.id)
+        state = start_state(self._checkpoints, pipeline.id, shard)
         first = start if state.last_end is None else max(start, state.last_end)
         result = InferResult(pipeline.id, first, end)
         plan = windows(pipeline, first, end)
         if not plan:
             return result
-        batch = self._reader.query_range(
-            pipeline.query, plan[0].start - pipeline.infer.context, end, pipeline.step
-        )
+        batch = read(self._reader, pipeline, plan[0].start - pipeline.infer.context, end, shard)
         result.timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        version = self._active(pipeline)
-        model = self._model(pipeline, version)
+        version = self._active(pipeline, key)
+        model = self._model(pipeline, version, key)
         result.model_version = version.version if version else None
         result.waiting = self._untrusted(pipeline, version)
         result.timings["model"] = time.perf_counter() - t1
-        run = _Run(pipeline, batch, model, state.pending, owner, result)
+        run = _Run(pipeline, key, batch, model, state.pending, owner, result)
         if state.last_end is not None and state.last_end < start:
             self._skip(run, state.last_end, start, "catchup")
         for w in self._writable(run, plan):
             self._window(run, w)
+        roll_up(self._checkpoints, pipeline)
         log.info(
             "inferred pipeline=%s range=(%d,%d] windows=%d series=%d points=%d anomalies=%d "
             "cold=%d samples=%d recovered=%d",
-            pipeline.id,
+            key,
             result.start,
             end,
             result.windows,
@@ -142,13 +153,13 @@ class Inferencer:
         outputs, too_old = drop_before(outputs, self._writer.oldest_accepted())
         t0 = time.perf_counter()
         if outputs:
-            self._checkpoints.begin(pipeline.id, w.start, w.end, owner=run.owner)
+            self._checkpoints.begin(run.key, w.start, w.end, owner=run.owner)
             if run.pending is not None and run.pending[0] < w.end and w.start < run.pending[1]:
                 outputs = self._missing(pipeline, outputs, w)
                 result.recovered += 1
             result.samples_written += self._write(pipeline, outputs, w)
         result.timings["write"] = result.timings.get("write", 0.0) + time.perf_counter() - t0
-        self._checkpoints.advance(pipeline.id, w.end, owner=run.owner)
+        self._checkpoints.advance(run.key, w.end, owner=run.owner)
         if too_old:
             result.skipped["too_old"] = result.skipped.get("too_old", 0) + too_old
             log.warning(
@@ -222,7 +233,7 @@ class Inferencer:
             why,
         )
         result.skipped[reason] = result.skipped.get(reason, 0) + points
-        self._checkpoints.advance(pipeline.id, end, owner=run.owner)
+        self._checkpoints.advance(run.key, end, owner=run.owner)
 
     def _untrusted(self, pipeline: Pipeline, version: ModelVersion | None) -> str | None:
         """Why this window's scores are not written (logged once per model version)."""
@@ -236,8 +247,8 @@ class Inferencer:
             log.warning("pipeline=%s writes no score yet: %s", pipeline.id, reason)
         return reason
 
-    def _active(self, pipeline: Pipeline) -> ModelVersion | None:
-        version = self._registry.active(pipeline.id)
+    def _active(self, pipeline: Pipeline, key: str) -> ModelVersion | None:
+        version = self._registry.active(key)
         if version is not None and version.spec_hash != spec_hash(pipeline):
             log.warning(
                 "pipeline=%s model changed since version %s was trained: cold start until the "
@@ -248,9 +259,11 @@ class Inferencer:
             return None
         return version
 
-    def _model(self, pipeline: Pipeline, version: ModelVersion | None) -> ModelEngine | None:
+    def _model(
+        self, pipeline: Pipeline, version: ModelVersion | None, shard_key: str
+    ) -> ModelEngine | None:
         """The active fitted model; without one, the engine itself if it needs no fit."""
-        key = (pipeline.id, version.version if version else f"unfitted-{spec_hash(pipeline)}")
+        key = (shard_key, version.version if version else f"unfitted-{spec_hash(pipeline)}")
         model = self._cache.get(key)
         if model is None:
             if version is None or version.artifact is None:

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import (
@@ -21,6 +21,7 @@ from openanomaly.domain.records import (
     ModelVersion,
     TrainJob,
 )
+from openanomaly.domain.shards import Shard, shards
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.windows import due_window
 from openanomaly.errors import ConfigError, NotFound, OpenAnomalyError, PipelineBusy
@@ -44,6 +45,7 @@ from openanomaly.services.health import PipelineHealth
 from openanomaly.services.history import RunLog
 from openanomaly.services.inferencer import Inferencer
 from openanomaly.services.lease import holding, owner_id
+from openanomaly.services.shards import start_state
 from openanomaly.services.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -82,10 +84,11 @@ class Service:
     def run(
         self, job: Job, *, wait: float = 0.0, progress: Progress | None = None
     ) -> ModelVersion | InferResult | BacktestResult:
-        """Run one job now and record it in the run history. Jobs of the same pipeline never
-        overlap in this process, and inference windows of a pipeline never overlap across
+        """Run one job now and record it in the run history. Jobs of the same pipeline shard
+        never overlap in this process, and inference windows of a shard never overlap across
         processes (the lease): if another process holds it for ``wait`` seconds more,
-        PipelineBusy is raised. A backtest (``progress``: its windows done) only reads, and
+        PipelineBusy is raised. A job without a shard on a sharded pipeline runs every shard in
+        turn, and answers their sum. A backtest (``progress``: its windows done) only reads, and
         writes outputs with ``write``: it takes neither."""
         began = time.perf_counter()
         row = self.runs.started(job)
@@ -116,15 +119,9 @@ class Service:
     ) -> ModelVersion | InferResult | BacktestResult:
         if isinstance(job, BacktestJob):
             return self._backtest(job, progress)
-        with self._lock(job.pipeline_id):
-            pipeline = self.pipelines.get(job.pipeline_id)
-            if isinstance(job, TrainJob):
-                return self.trainer.train(pipeline, job.end)
-            with self._lease(job.pipeline_id, wait) as owner:
-                result = self.inferencer.infer(pipeline, job.start, job.end, owner=owner)
-            self.telemetry.inferred(result)
-            self.health.waiting(job.pipeline_id, result.waiting)
-            return result
+        pipeline = self.pipelines.get(job.pipeline_id)
+        results = [self._run_shard(job, pipeline, s, wait) for s in _shards(pipeline, job)]
+        return _merged(results, job, pipeline)
 
     def _backtest(self, job: BacktestJob, progress: Progress | None) -> BacktestResult:
         pipeline = self.pipelines.get(job.pipeline_id)
@@ -168,6 +165,21 @@ class Service:
         except Exception:
             log.exception("%s job for pipeline=%s crashed", job.kind, job.pipeline_id)
 
+    def _run_shard(
+        self, job: TrainJob | InferWindow, pipeline: Pipeline, shard: Shard, wait: float
+    ) -> ModelVersion | InferResult:
+        key = shard.key(pipeline.id)
+        with self._lock(key):
+            if isinstance(job, TrainJob):
+                return self.trainer.train(pipeline, job.end, shard=shard)
+            with self._lease(key, wait) as owner:
+                result = self.inferencer.infer(
+                    pipeline, job.start, job.end, owner=owner, shard=shard
+                )
+            self.telemetry.inferred(result)
+            self.health.waiting(job.pipeline_id, result.waiting)
+            return result
+
     def enabled_pipelines(self) -> list[Pipeline]:
         return [p for p in self.pipelines.list() if p.enabled]
 
@@ -177,8 +189,34 @@ class Service:
         return TrainJob(pipeline_id, align(now if end is None else end, pipeline.step))
 
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
+        """The window due for the whole pipeline (all shards in one job): for a manual run.
+        Schedulers submit ``due_infer_jobs``."""
         pipeline = self.pipelines.get(pipeline_id)
         return due_window(pipeline, self.checkpoints.last_end(pipeline_id), self.clock())
+
+    def train_jobs(self, pipeline_id: str, end: int | None = None) -> list[TrainJob]:
+        """One training job per shard (the whole pipeline's job when it has one)."""
+        job = self.train_job(pipeline_id, end)
+        count = self.pipelines.get(pipeline_id).shards
+        if count == 1:
+            return [job]
+        return [TrainJob(pipeline_id, job.end, shard=s.index) for s in shards(count)]
+
+    def due_infer_jobs(self, pipeline_id: str) -> list[InferWindow]:
+        """The window due for each shard, from that shard's checkpoint (the pipeline's own
+        for a shard that never ran): the jobs a scheduler submits, which workers run in
+        parallel."""
+        pipeline = self.pipelines.get(pipeline_id)
+        if pipeline.shards == 1:
+            due = self.due_infer(pipeline_id)
+            return [] if due is None else [due]
+        now = self.clock()
+        jobs = []
+        for s in shards(pipeline.shards):
+            w = due_window(pipeline, start_state(self.checkpoints, pipeline_id, s).last_end, now)
+            if w is not None:
+                jobs.append(replace(w, shard=s.index))
+        return jobs
 
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         return self.health.failed(pipeline_id, what, exc)
@@ -188,8 +226,9 @@ class Service:
 
     def needs_training(self, pipeline_id: str) -> bool:
         pipeline = self.pipelines.get(pipeline_id)
-        active = self.registry.active(pipeline_id)
-        if active is not None and active.spec_hash == spec_hash(pipeline):
+        digest = spec_hash(pipeline)
+        actives = [self.registry.active(s.key(pipeline_id)) for s in shards(pipeline.shards)]
+        if all(a is not None and a.spec_hash == digest for a in actives):
             return False
         return self.engines.create(pipeline.model, step=pipeline.step).requires_fit
 
@@ -222,3 +261,58 @@ class Service:
             holder=lambda: self.checkpoints.state(pipeline_id).owner,
         ):
             yield self.owner
+
+
+def _shards(pipeline: Pipeline, job: TrainJob | InferWindow) -> list[Shard]:
+    """The shards a job covers: its own, or all of them. A job planned for a shard that the
+    pipeline no longer has (its count was lowered since) covers none: the new shards,
+    planned from the pipeline's checkpoint, do its work."""
+    if job.shard is None:
+        return shards(pipeline.shards)
+    if job.shard >= pipeline.shards:
+        log.info(
+            "%s job for shard %d of pipeline=%s skipped: it has %d shards now",
+            job.kind,
+            job.shard,
+            pipeline.id,
+            pipeline.shards,
+        )
+        return []
+    return [Shard(job.shard, pipeline.shards)]
+
+
+def _merged(
+    results: list[ModelVersion | InferResult], job: TrainJob | InferWindow, pipeline: Pipeline
+) -> ModelVersion | InferResult:
+    """One answer for the shards a job ran: the only one, or their sum."""
+    if len(results) == 1:
+        return results[0]
+    if isinstance(job, TrainJob):
+        versions = [r for r in results if isinstance(r, ModelVersion)]
+        if not versions:
+            raise NotFound("shard", f"{pipeline.id}#{job.shard}")
+        first = versions[0]
+        return replace(
+            first,
+            pipeline_id=pipeline.id,
+            series=sum(v.series for v in versions),
+            fit_seconds=round(sum(v.fit_seconds for v in versions), 3),
+        )
+    infers = [r for r in results if isinstance(r, InferResult)]
+    total = InferResult(pipeline.id, job.start, job.end)
+    for r in infers:
+        total.start = min(total.start, r.start) if r.windows else total.start
+        total.series += r.series
+        total.points += r.points
+        total.anomalies += r.anomalies
+        total.cold_series += r.cold_series
+        total.samples_written += r.samples_written
+        total.windows = max(total.windows, r.windows)
+        total.recovered += r.recovered
+        total.model_version = total.model_version or r.model_version
+        total.waiting = total.waiting or r.waiting
+        for k, v in r.skipped.items():
+            total.skipped[k] = total.skipped.get(k, 0) + v
+        for phase, seconds in r.timings.items():
+            total.timings[phase] = total.timings.get(phase, 0.0) + seconds
+    return total

@@ -14,6 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 
+from openanomaly.domain.shards import shards
 from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import OpenAnomalyError
 from openanomaly.ports import JobOutcome, MetricsReader, ModelRegistry
@@ -64,10 +65,13 @@ def report(
     outcomes = health.outcomes(pipeline.id)
     failures = [(o.error_at, f"{k}: {o.error}") for k, o in outcomes.items() if o.error_at]
     error_at, error = max(failures, default=(None, None))
-    active = registry.active(pipeline.id)
     model = None
-    if active is not None:
-        model = Model(active.version, active.created_at, now - active.created_at, active.series)
+    actives = [registry.active(s.key(pipeline.id)) for s in shards(pipeline.shards)]
+    if actives and all(a is not None for a in actives):
+        # A sharded pipeline is shown as one: its oldest shard model, all shards' series.
+        active = min((a for a in actives if a is not None), key=lambda a: a.created_at)
+        series = sum(a.series for a in actives if a is not None)
+        model = Model(active.version, active.created_at, now - active.created_at, series)
     state = "broken" if problems or broken else "ok" if pipeline.enabled else "disabled"
     return PipelineReport(
         pipeline_id=pipeline.id,

@@ -9,11 +9,13 @@ from datetime import UTC, datetime
 
 from openanomaly.domain.grid import align
 from openanomaly.domain.records import ModelVersion
+from openanomaly.domain.shards import WHOLE, Shard
 from openanomaly.domain.spec import Pipeline, spec_hash
 from openanomaly.domain.text import shorten
 from openanomaly.domain.trust import HISTORY_KEY, first_point
 from openanomaly.errors import NoData
 from openanomaly.ports import ArtifactStore, Clock, EngineFactory, MetricsReader, ModelRegistry
+from openanomaly.services.shards import read
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +36,12 @@ class Trainer:
         self._registry = registry
         self._clock = clock
 
-    def train(self, pipeline: Pipeline, end: int | None = None) -> ModelVersion:
-        """Fit on ``(end - train.window, end]`` (default: the latest complete step).
+    def train(
+        self, pipeline: Pipeline, end: int | None = None, *, shard: Shard = WHOLE
+    ) -> ModelVersion:
+        """Fit ``shard``'s series on ``(end - train.window, end]`` (default: the latest
+        complete step). A shard's version is recorded and activated under its state key
+        (``pipeline#3/8``), its artifact beside the pipeline's (``.../<version>.3-of-8.bin``).
 
         Training the same pipeline for the same ``end`` again gives the same version id and
         overwrites the same artifact: a retried job is harmless.
@@ -47,9 +53,7 @@ class Trainer:
         series = 0
         extra: dict[str, str] = {}
         if engine.requires_fit:
-            history = self._reader.query_range(
-                pipeline.query, start, end, pipeline.step, recent=True
-            )
+            history = read(self._reader, pipeline, start, end, shard, recent=True)
             if not len(history):
                 raise NoData(shorten(pipeline.query), start, end)
             engine.fit(history)
@@ -61,10 +65,11 @@ class Trainer:
         version = f"{stamp}-{digest[:8]}"
         key = None
         if engine.requires_fit:
-            key = f"pipelines/{pipeline.id}/{version}.bin"
+            part = "" if shard.whole else f".{shard.index}-of-{shard.count}"
+            key = f"pipelines/{pipeline.id}/{version}{part}.bin"
             self._artifacts.save(key, engine.dumps())
         record = ModelVersion(
-            pipeline_id=pipeline.id,
+            pipeline_id=shard.key(pipeline.id),
             version=version,
             created_at=self._clock(),
             engine=pipeline.model.engine,
@@ -80,7 +85,7 @@ class Trainer:
         self._registry.record(record, activate=True)
         log.info(
             "trained pipeline=%s version=%s series=%d fit=%.2fs",
-            pipeline.id,
+            shard.key(pipeline.id),
             version,
             series,
             fit_seconds,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -61,8 +62,15 @@ class MatrixBody(NamedTuple):
         ]
 
 
-def decode_matrix(content: bytes, *, max_series: int | None = None) -> MatrixBody:
-    """Decode a ``/api/v1/query_range`` response body.
+Keep = Callable[[list[dict[str, str]]], "np.ndarray[Any, np.dtype[np.bool_]]"]
+"""Which series of an answer to decode, from their label sets (a shard's mask)."""
+
+
+def decode_matrix(
+    content: bytes, *, max_series: int | None = None, keep: Keep | None = None
+) -> MatrixBody:
+    """Decode a ``/api/v1/query_range`` response body; with ``keep``, only the series it
+    keeps: the others' values are never parsed, and ``max_series`` counts the kept ones.
 
     Raises:
         TooManySeries: the answer holds more than ``max_series`` series; checked on the raw
@@ -70,7 +78,7 @@ def decode_matrix(content: bytes, *, max_series: int | None = None) -> MatrixBod
         ValueError: the body is not JSON shaped like a Prometheus API answer.
     """
     skeleton, spans = _cut_values(content)
-    if max_series is not None and len(spans) > max_series:
+    if keep is None and max_series is not None and len(spans) > max_series:
         raise TooManySeries(len(spans), max_series)
     body = orjson.loads(skeleton)
     if not isinstance(body, dict):
@@ -84,9 +92,14 @@ def decode_matrix(content: bytes, *, max_series: int | None = None) -> MatrixBod
     with_values = [item for item in result if "values" in item]
     if len(with_values) != len(spans):
         raise ValueError("values arrays do not match the result items")
+    metrics = [item.get("metric") or {} for item in with_values]
+    if keep is not None:
+        kept = np.flatnonzero(keep(metrics))
+        if max_series is not None and kept.size > max_series:
+            raise TooManySeries(int(kept.size), max_series)
+        metrics, spans = [metrics[i] for i in kept], [spans[i] for i in kept]
     ts, vs, counts = _parse_pairs(content, spans)
     bounds = np.concatenate([np.zeros(1, np.int64), np.cumsum(counts, dtype=np.int64)])
-    metrics = [item.get("metric") or {} for item in with_values]
     return MatrixBody(str(body.get("status")), kind, metrics, bounds, ts, vs, warnings, body)
 
 

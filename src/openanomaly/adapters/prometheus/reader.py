@@ -15,7 +15,7 @@ import httpx
 import numpy as np
 import orjson
 
-from openanomaly.adapters.prometheus.decode import MatrixBody, decode_matrix
+from openanomaly.adapters.prometheus.decode import Keep, MatrixBody, decode_matrix
 from openanomaly.adapters.prometheus.http import (
     ClientOwner,
     call_with_retries,
@@ -24,7 +24,9 @@ from openanomaly.adapters.prometheus.http import (
     response_message,
     unreachable,
 )
+from openanomaly.adapters.prometheus.stream import decode_stream
 from openanomaly.domain.series import IntArray, SeriesBatch
+from openanomaly.domain.shards import Shard
 from openanomaly.domain.text import shorten
 from openanomaly.errors import QueryError, TooManySeries, TsdbUnavailable
 
@@ -102,20 +104,34 @@ class PrometheusReader(ClientOwner):
             QueryError: the TSDB refused the query; the message is its own, plus the query.
             TsdbUnavailable: connection error, timeout, or 5xx/429 after retries.
         """
+        return self._query(query, start, end, step, None, recent=recent)
+
+    def query_shard(
+        self, query: str, start: int, end: int, step: int, shard: Shard, *, recent: bool = False
+    ) -> SeriesBatch:
+        """``query_range`` keeping only the series of ``shard``: the answer is decoded as it
+        streams in (``stream.py``), so neither the raw answer nor the other shards' series are
+        held whole; ``max_series`` counts the shard's series."""
+        keep = None if shard.whole else shard.mask
+        return self._query(query, start, end, step, keep, recent=recent)
+
+    def _query(
+        self, query: str, start: int, end: int, step: int, keep: Keep | None, *, recent: bool
+    ) -> SeriesBatch:
         grid = aligned_grid(start, end, step)
         if grid.size == 0:
             return SeriesBatch.empty()
         if recent and grid.size > WALK_BACK_FROM:
-            results = self._walk_back(query, grid, step)
+            results = self._walk_back(query, grid, step, keep)
         else:
             chunks = [grid[i : i + self._max_points] for i in range(0, grid.size, self._max_points)]
-            results = self._fetch_all(query, chunks, step)
+            results = self._fetch_all(query, chunks, step, keep)
         batch = stitch(results, grid)
         if self._max_series is not None and len(batch) > self._max_series:  # chunks differ
             raise TooManySeries(len(batch), self._max_series, query=shorten(query))
         return batch
 
-    def _walk_back(self, query: str, grid: IntArray, step: int) -> list[Result]:
+    def _walk_back(self, query: str, grid: IntArray, step: int, keep: Keep | None) -> list[Result]:
         """Read a long range from its end, in chunks that double, down to the first chunk that
         holds no series: a TSDB evaluates every nominal step of a range (VictoriaMetrics sizes,
         and refuses, 20,000 series x 7 days at 1m where 2 hours hold data), while an empty range
@@ -128,21 +144,23 @@ class PrometheusReader(ClientOwner):
             if size >= self._max_points:
                 rest = grid[:hi]
                 chunks = [rest[i : i + self._max_points] for i in range(0, hi, self._max_points)]
-                return self._fetch_all(query, chunks, step) + results
+                return self._fetch_all(query, chunks, step, keep) + results
             lo = max(0, hi - size)
-            found = self._fetch(query, grid[lo:hi], step)
+            found = self._fetch(query, grid[lo:hi], step, keep)
             if not any(body.metrics for body in found):
                 break
             results = found + results
             hi, size = lo, size * 2
         return results
 
-    def _fetch_all(self, query: str, chunks: Sequence[IntArray], step: int) -> list[Result]:
+    def _fetch_all(
+        self, query: str, chunks: Sequence[IntArray], step: int, keep: Keep | None
+    ) -> list[Result]:
         if len(chunks) == 1:
-            return self._fetch(query, chunks[0], step)
+            return self._fetch(query, chunks[0], step, keep)
         workers = min(self._parallelism, len(chunks))
         with ThreadPoolExecutor(workers, thread_name_prefix="promread") as pool:
-            futures = [pool.submit(self._fetch, query, chunk, step) for chunk in chunks]
+            futures = [pool.submit(self._fetch, query, chunk, step, keep) for chunk in chunks]
             try:
                 return [result for f in futures for result in f.result()]
             except BaseException:
@@ -150,7 +168,7 @@ class PrometheusReader(ClientOwner):
                     f.cancel()
                 raise
 
-    def _fetch(self, query: str, chunk: IntArray, step: int) -> list[Result]:
+    def _fetch(self, query: str, chunk: IntArray, step: int, keep: Keep | None) -> list[Result]:
         """The answers for ``chunk``: one, or more when the TSDB refuses the chunk as too big.
 
         A TSDB sizes a range query by its nominal points (VictoriaMetrics refuses 20,000
@@ -160,7 +178,7 @@ class PrometheusReader(ClientOwner):
         try:
             return [
                 call_with_retries(
-                    lambda: self._post(form),
+                    lambda: self._post(form) if keep is None else self._post_stream(form, keep),
                     attempts=self._attempts,
                     backoff=self._backoff,
                     what=f"query_range {self.endpoint}",
@@ -173,7 +191,9 @@ class PrometheusReader(ClientOwner):
         logger.info(
             "TSDB refused %d steps of %r as too big: asking halves", chunk.size, shorten(query)
         )
-        return self._fetch(query, chunk[:half], step) + self._fetch(query, chunk[half:], step)
+        return self._fetch(query, chunk[:half], step, keep) + self._fetch(
+            query, chunk[half:], step, keep
+        )
 
     def _post(self, form: dict[str, str]) -> Result:
         # POST with a form body, as Grafana does: a long PromQL query does not fit in a URL.
@@ -185,6 +205,16 @@ class PrometheusReader(ClientOwner):
             raise self._refusal(response, form["query"])
         return self._matrix(response, form["query"])
 
+    def _post_stream(self, form: dict[str, str], keep: Keep) -> Result:
+        try:
+            with self._client.stream("POST", self.endpoint, data=form) as response:
+                if response.status_code != 200:
+                    response.read()
+                    raise self._refusal(response, form["query"])
+                return self._matrix(response, form["query"], keep)
+        except httpx.TransportError as exc:
+            raise unreachable(self.endpoint, exc) from None
+
     def _refusal(self, response: httpx.Response, query: str) -> QueryError | TsdbUnavailable:
         status, message = response.status_code, response_message(response)
         if is_retryable(status):
@@ -195,9 +225,13 @@ class PrometheusReader(ClientOwner):
             )
         return QueryError(f"{message} (query: {shorten(query)})", url=self.endpoint, status=status)
 
-    def _matrix(self, response: httpx.Response, query: str) -> Result:
+    def _matrix(self, response: httpx.Response, query: str, keep: Keep | None = None) -> Result:
         try:
-            body = decode_matrix(response.content, max_series=self._max_series)
+            if keep is None:
+                body = decode_matrix(response.content, max_series=self._max_series)
+            else:
+                blocks = response.iter_bytes(1 << 20)
+                body = decode_stream(blocks, keep=keep, max_series=self._max_series)
         except TooManySeries as exc:
             raise TooManySeries(exc.count, exc.limit, query=shorten(query)) from None
         except (orjson.JSONDecodeError, ValueError):
