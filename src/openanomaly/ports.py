@@ -293,12 +293,13 @@ class JobPlanner(Protocol):
         """No model fits the pipeline as it is now (none yet, or its spec changed)."""
         ...
 
-    def train_job(self, pipeline_id: str) -> TrainJob:
-        """A training job for the window that ends now."""
+    def train_jobs(self, pipeline_id: str) -> list[TrainJob]:
+        """The training jobs for the window that ends now: one, or one per shard."""
         ...
 
-    def due_infer(self, pipeline_id: str) -> InferWindow | None:
-        """The window due since the checkpoint, or None when nothing new is ready."""
+    def due_infer_jobs(self, pipeline_id: str) -> list[InferWindow]:
+        """The windows due since the checkpoint (one per shard of a sharded pipeline, each
+        from its own checkpoint); empty when nothing new is ready."""
         ...
 
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
@@ -308,8 +309,8 @@ class JobPlanner(Protocol):
 
     def due_jobs(self, pipeline_id: str, kind: TickKind) -> list[Job]:
         """What a tick of ``kind`` submits now (``services/ticks.py``): for ``infer``, a
-        training first when ``needs_training``, then ``due_infer``; for ``train``, a
-        ``train_job``. Never raises: a failure is logged, counted and reported, and nothing is
+        training first when ``needs_training``, then ``due_infer_jobs``; for ``train``,
+        ``train_jobs``. Never raises: a failure is logged, counted and reported, and nothing is
         due."""
         ...
 

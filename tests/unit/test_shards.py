@@ -160,6 +160,16 @@ def test_sharded_outputs_are_identical_to_the_unsharded_run(count: int) -> None:
     assert svc.due_infer_jobs("p1") == []
 
 
+def test_a_schedulers_tick_submits_one_job_per_shard() -> None:
+    # What ApsScheduler and the beat's tick task submit (services/ticks.py via due_jobs).
+    svc = service(MemoryMetrics({"m": panel(30)}), MemoryRegistry(), pipeline(3), now=NOW)
+    first = svc.due_jobs("p1", "infer")  # no model yet: a training per shard, then the windows
+    assert [(j.kind, getattr(j, "shard", None)) for j in first] == [
+        ("train", 0), ("train", 1), ("train", 2), ("infer", 0), ("infer", 1), ("infer", 2)
+    ]  # fmt: skip
+    assert [getattr(j, "shard", None) for j in svc.due_jobs("p1", "train")] == [0, 1, 2]
+
+
 def test_a_whole_pipeline_job_runs_every_shard_and_answers_their_sum() -> None:
     tsdb, store = MemoryMetrics({"m": panel(30)}), MemoryRegistry()
     svc = service(tsdb, store, pipeline(3), now=NOW)

@@ -415,6 +415,13 @@ class MemoryJobPlanner:
     def due_infer(self, pipeline_id: str) -> InferWindow | None:
         return self.due.pop(pipeline_id, None)
 
+    def train_jobs(self, pipeline_id: str) -> list[TrainJob]:
+        return [self.train_job(pipeline_id)]
+
+    def due_infer_jobs(self, pipeline_id: str) -> list[InferWindow]:
+        window = self.due_infer(pipeline_id)
+        return [] if window is None else [window]
+
     def pipeline_failed(self, pipeline_id: str, what: str, exc: BaseException) -> bool:
         self.failures[pipeline_id] = f"{what}: {exc}"
         return True

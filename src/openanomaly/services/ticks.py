@@ -27,15 +27,13 @@ def jobs_due(planner: JobPlanner, pipeline_id: str, kind: TickKind) -> list[Job]
     pipeline as it is now, then the window due since the checkpoint (if any). ``train``: a
     training on the window that ends now. Raises what the planner raises."""
     if kind == "train":
-        return [planner.train_job(pipeline_id)]
+        return [*planner.train_jobs(pipeline_id)]
     if kind != "infer":
         raise ValueError(f"a tick is one of {list(KINDS)}, got {kind!r}")
     jobs: list[Job] = []
     if planner.needs_training(pipeline_id):
-        jobs.append(planner.train_job(pipeline_id))
-    window = planner.due_infer(pipeline_id)
-    if window is not None:
-        jobs.append(window)
+        jobs.extend(planner.train_jobs(pipeline_id))
+    jobs.extend(planner.due_infer_jobs(pipeline_id))
     return jobs
 
 

@@ -138,7 +138,8 @@ class ApsScheduler:
             self._dispatcher.submit(job)
 
     def _train(self, pid: str) -> None:
-        self._dispatcher.submit(self._planner.train_job(pid))
+        for job in self._planner.train_jobs(pid):
+            self._dispatcher.submit(job)
 
     def _failed(self, stage: str) -> None:
         if self._telemetry is not None:
