@@ -3,6 +3,7 @@ temp directories, stopped at the end); tests keep apart by writing series with a
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -15,6 +16,16 @@ __all__ = ["postgres", "rabbitmq", "redis_server", "s3_server"]  # fixtures for 
 
 TIERS = ("unit", "engines", "integration", "e2e")
 """The test tiers, one directory each; every test gets its tier's marker (``-m engines``)."""
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level_kept() -> Iterator[None]:
+    """A test that sets logging up in this process (a Celery worker started in a thread sets the
+    root logger to ERROR) must not hide the warnings the next tests' ``caplog`` looks for."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
