@@ -27,6 +27,7 @@ from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.spec import Pipeline
 from openanomaly.settings import Settings
 from openanomaly.synthetic import as_output, seasonal_panel
+from tests.cluster_servers import Redis
 from tests.servers import TsdbServer, free_port
 
 CLI = Path(sys.executable).parent / "openanomaly"
@@ -196,3 +197,17 @@ def write_history(tsdb: TsdbServer, metric: str, series: int, *, span: int) -> i
         writer.close()
     tsdb.flush()
     return now
+
+
+@pytest.fixture
+def cluster(redis_server: Redis, victoriametrics: TsdbServer, tmp_path: Path) -> Iterator[Cluster]:
+    """Workers on the test's Redis prefix against the session's VictoriaMetrics."""
+    c = Cluster(tmp_path, victoriametrics, redis_server.url, redis_server.prefix)
+    yield c
+    c.close()
+
+
+def pool_processes(pid: int) -> list[int]:
+    """The pool processes of the worker ``pid`` (its children)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

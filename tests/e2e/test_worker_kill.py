@@ -19,33 +19,17 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from openanomaly.domain.records import InferWindow
-from tests.celery_workers import Cluster, Worker, write_history
-from tests.cluster_servers import Redis
+from tests.celery_workers import Cluster, Worker, cluster, pool_processes, write_history
 from tests.faults import Fault, FaultProxy, assert_exactly_once, raw_samples
-from tests.servers import TsdbServer
 
 pytestmark = pytest.mark.e2e
 
 SERIES = 20
 EVERY = 60
-
-
-@pytest.fixture
-def cluster(redis_server: Redis, victoriametrics: TsdbServer, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, victoriametrics, redis_server.url, redis_server.prefix)
-    yield c
-    c.close()
-
-
-def pool_processes(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def running(cluster: Cluster, pipeline: str, workers: list[Worker]) -> tuple[Worker, int]:
@@ -144,3 +128,6 @@ def test_kill_9_of_a_worker_mid_window_redelivers_it_and_writes_every_sample_onc
         assert survivor.stop() == 0, cluster.logs()
     finally:
         proxy.close()
+
+
+__all__ = ["cluster"]  # the fixture, imported to be used here

@@ -16,35 +16,19 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
 from openanomaly.domain.records import InferWindow
-from tests.celery_workers import STEP, Cluster, Worker, write_history
-from tests.cluster_servers import Redis
+from tests.celery_workers import STEP, Cluster, Worker, cluster, pool_processes, write_history
 from tests.faults import Fault, FaultProxy, duplicates, raw_samples
-from tests.servers import TsdbServer
 
 pytestmark = pytest.mark.integration
 
 SERIES = 3
 WINDOW = 60
 GRACE = 1  # the task is cancelled well before its soft limit (4 s)
-
-
-@pytest.fixture
-def cluster(redis_server: Redis, victoriametrics: TsdbServer, tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, victoriametrics, redis_server.url, redis_server.prefix)
-    yield c
-    c.close()
-
-
-def pool_processes(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
 def wait_for(condition: object, what: str, cluster: Cluster, timeout: float = 60) -> None:
@@ -187,3 +171,6 @@ def test_a_tsdb_outage_is_retried_with_backoff_until_the_tsdb_is_back(cluster: C
         assert worker.stop() == 0, cluster.logs()
     finally:
         proxy.close()
+
+
+__all__ = ["cluster"]  # the fixture, imported to be used here
