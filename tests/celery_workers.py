@@ -28,7 +28,7 @@ from openanomaly.domain.spec import Pipeline
 from openanomaly.settings import Settings
 from openanomaly.synthetic import as_output, seasonal_panel
 from tests.cluster_servers import Redis
-from tests.servers import TsdbServer, free_port
+from tests.servers import WAIT, TsdbServer, free_port
 
 CLI = Path(sys.executable).parent / "openanomaly"
 STEP = 5
@@ -42,7 +42,7 @@ class Worker:
     health: str
     log: Path
 
-    def wait_ready(self, timeout: float = 120) -> None:
+    def wait_ready(self, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -168,7 +168,7 @@ class Cluster:
         finally:
             store.close()
 
-    def wait_checkpoint(self, pipeline_id: str, end: int, timeout: float = 120) -> None:
+    def wait_checkpoint(self, pipeline_id: str, end: int, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             last = self.checkpoint(pipeline_id)

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,6 +212,14 @@ def s3_server() -> Iterator[S3Server]:
 # --- private servers a test may stop and start ------------------------------------------------
 
 
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 @dataclass
 class PrivateServer:
     """A server of the test's own on a free port, which it may ``restart()`` under load without
@@ -224,21 +232,21 @@ class PrivateServer:
     user: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     home: Path | None = None  # removed by ``stop(remove=True)``
+    ready: Callable[[int], bool] = field(default=_listens, repr=False)
+    """Whether the server on this port serves: by default, that it accepts a connection."""
 
     def start(self) -> None:
         argv = ["runuser", "-u", self.user, "--", *self.argv] if self.user else self.argv
         with (self.workdir / f"{self.name}.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 pytest.fail(f"{self.name} exited: {self.log()}", False)
-            try:
-                with socket.create_connection((HOST, self.port), timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        pytest.fail(f"{self.name} did not listen on {self.port} in 30 s: {self.log()}", False)
+            if self.ready(self.port):
+                return
+            time.sleep(0.1)
+        pytest.fail(f"{self.name} did not serve on {self.port} in 60 s: {self.log()}", False)
 
     def stop(self, *, remove: bool = False) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -321,6 +329,18 @@ def start_private_postgres(workdir: Path) -> PrivateServer:
         ],
         user=user,
         home=home,
+        # It listens before it serves: "the database system is starting up".
+        ready=_postgres_serves,
     )
     server.start()
     return server
+
+
+def _postgres_serves(port: int) -> bool:
+    try:
+        with psycopg.connect(
+            f"host={HOST} port={port} user=postgres dbname=postgres", connect_timeout=2
+        ):
+            return True
+    except psycopg.OperationalError:
+        return False

@@ -25,6 +25,11 @@ import pytest
 
 INSTALL = "apt-get install -y prometheus victoria-metrics"
 
+WAIT = 240
+"""Seconds a test waits for a process it started to make progress (answer, pass a checkpoint):
+the bound of a hung process, not a figure any test checks. Tests run side by side
+(pytest-xdist) on shared cores, where every process is slower than on an idle machine."""
+
 PROMETHEUS_CONFIG = """\
 global:
   scrape_interval: 15s

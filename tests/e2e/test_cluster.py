@@ -33,7 +33,7 @@ from tests.cluster_servers import (
 from tests.e2e.test_cli_detection import oa
 from tests.e2e.test_faults import CLI, EVERY, STEP, Scenario, scenario
 from tests.faults import SeriesId, duplicates, raw_samples
-from tests.servers import free_port
+from tests.servers import WAIT, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +84,7 @@ class Cluster:
     def api(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def wait_api(self, timeout: float = 60) -> None:
+    def wait_api(self, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -109,7 +109,7 @@ class Cluster:
         finally:
             store.close()
 
-    def wait_checkpoint(self, pipeline: str, past: float, timeout: float = 120) -> None:
+    def wait_checkpoint(self, pipeline: str, past: float, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             end = self.checkpoint(pipeline)
@@ -174,7 +174,7 @@ def test_the_cluster_schedules_trains_infers_and_survives_redis_and_postgres_res
         f"{cluster.api()}/api/v1/pipelines/{first}", json=pipeline_body(first, s.metric), timeout=30
     )
     assert r.status_code == 200, r.text
-    cluster.wait_checkpoint(first, time.time() + EVERY, timeout=150)
+    cluster.wait_checkpoint(first, time.time() + EVERY)
 
     cluster.redis.restart(down=2)  # the broker and RedBeat's lock: workers and beats reconnect
     cluster.wait_checkpoint(first, time.time() + 2 * EVERY)

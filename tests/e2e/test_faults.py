@@ -24,7 +24,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,7 @@ from openanomaly.domain.series import SeriesBatch
 from openanomaly.synthetic import as_output, seasonal_panel
 from tests.e2e.test_cli_detection import oa
 from tests.faults import Fault, FaultProxy, assert_exactly_once, raw_samples
-from tests.servers import TsdbServer, free_port
+from tests.servers import WAIT, TsdbServer, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +53,7 @@ class Scenario:
     tmp: Path
     metric: str
     pipeline: str
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list, repr=False)
 
     def env(self, *, db: str = "oa.db", tsdb_url: str | None = None) -> dict[str, str]:
         return {
@@ -82,12 +83,22 @@ class Scenario:
 
     def start(self, env: dict[str, str], log: str) -> subprocess.Popen[bytes]:
         with (self.tmp / log).open("ab") as out:
-            return subprocess.Popen(
+            proc = subprocess.Popen(
                 [str(CLI), "run", "--pipelines", str(self.pipelines_file(self.pipeline))],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        self.started.append(proc)
+        return proc
+
+    def kill_leftovers(self) -> None:
+        """A test that failed half-way leaves its service running: kill it, or it writes into the
+        next test's time and warns there."""
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def checkpoint(self, db: str = "oa.db") -> int:
         store = SqlStore(f"sqlite:///{self.tmp / db}")
@@ -98,7 +109,7 @@ class Scenario:
         assert end is not None, self.logs()
         return end
 
-    def wait_checkpoint(self, past: float, timeout: float = 60) -> None:
+    def wait_checkpoint(self, past: float, timeout: float = WAIT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.tmp.joinpath("oa.db").exists():
@@ -158,7 +169,9 @@ def scenario(tsdb: TsdbServer, tmp_path: Path) -> Iterator[Scenario]:
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    yield Scenario(tsdb, tmp_path, metric, metric.replace("_", "-"))
+    s = Scenario(tsdb, tmp_path, metric, metric.replace("_", "-"))
+    yield s
+    s.kill_leftovers()
     stop.set()
     feeder.join(timeout=10)
     writer.close()
@@ -208,7 +221,7 @@ def test_faulty_network_to_the_tsdb_writes_every_sample_once(scenario: Scenario)
     proxy = FaultProxy(scenario.tsdb.url, rule)
     try:
         proc = scenario.start(scenario.env(tsdb_url=proxy.url), "run.log")
-        scenario.wait_checkpoint(time.time() + 2 * EVERY, timeout=120)
+        scenario.wait_checkpoint(time.time() + 2 * EVERY)
         stop_gracefully(proc, scenario)
     finally:
         proxy.close()
@@ -224,7 +237,7 @@ def test_two_services_on_one_database_write_every_sample_once(scenario: Scenario
     first = scenario.start(scenario.env(), "first.log")
     second = scenario.start(scenario.env(), "second.log")
     try:
-        scenario.wait_checkpoint(time.time() + 2 * EVERY, timeout=90)
+        scenario.wait_checkpoint(time.time() + 2 * EVERY)
     finally:
         for proc in (first, second):
             stop_gracefully(proc, scenario)

@@ -98,7 +98,7 @@ def test_kill_9_of_a_worker_mid_window_redelivers_it_and_writes_every_sample_onc
             victim, pid = running(cluster, pipeline.id, workers)
             wait_writes(proxy, writes + 4, cluster)
             os.kill(pid, signal.SIGKILL)
-            cluster.wait_checkpoint(pipeline.id, windows[0].end, timeout=90)
+            cluster.wait_checkpoint(pipeline.id, windows[0].end)
 
             # 2. the whole worker dies: Redis hands the message out after its visibility timeout
             writes = proxy.counts["/api/v1/write"]
@@ -107,13 +107,13 @@ def test_kill_9_of_a_worker_mid_window_redelivers_it_and_writes_every_sample_onc
             wait_writes(proxy, writes + 4, cluster)
             killed_at = time.monotonic()
             victim.kill_all()
-            cluster.wait_checkpoint(pipeline.id, windows[1].end, timeout=120)
+            cluster.wait_checkpoint(pipeline.id, windows[1].end)
             redelivered_after = time.monotonic() - killed_at
 
             # the reference: the same windows of the twin, undisturbed
             for window in windows:
                 dispatcher.submit(InferWindow(twin.id, window.start, window.end))
-            cluster.wait_checkpoint(twin.id, end, timeout=90)
+            cluster.wait_checkpoint(twin.id, end)
         assert redelivered_after >= 20, "redelivered before the visibility timeout"
 
         got = raw_samples(cluster.tsdb, pipeline.id, end - 2 * EVERY, end)

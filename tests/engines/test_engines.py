@@ -352,9 +352,9 @@ class TestBuiltin:
         values = 10 + np.sin(np.arange(t + 60) * 2 * np.pi / DAY) + rng.normal(0, 0.1, (n, t + 60))
         model = ProfileModel(step=STEP, season="1d").fit(SeriesBatch(labels, ts[:t], values[:, :t]))
         context = SeriesBatch(labels, ts[t:], values[:, t:])
-        began = time.perf_counter()
+        began = time.process_time()  # this process's CPU: the other processes' load is left out
         model.predict(context, ts[-1] + STEP * np.arange(1, 3), 0.99)
-        assert time.perf_counter() - began < 1.0  # ~20 ms; a loop per series takes seconds
+        assert time.process_time() - began < 1.0  # ~20 ms; a loop per series takes seconds
 
     @pytest.mark.parametrize(
         ("params", "message"),
