@@ -338,6 +338,22 @@ class LeaseContract:
         assert not store.acquire("p", "a", ttl=60)
         assert store.state("p").owner == "b" and store.state("p").expires == clock.now + 60
 
+    def test_the_holder_is_the_owner_until_the_lease_expires_or_is_released(
+        self, backend: Backend
+    ) -> None:
+        # What the Celery dispatcher asks of a claim another process took (WorkClaims).
+        clock = Clock()
+        store, other = backend.new(clock), backend.new(clock)
+        assert store.holder("job:infer:p#all:600") is None
+        assert store.acquire("job:infer:p#all:600", "job-1", ttl=60)
+        assert other.holder("job:infer:p#all:600") == "job-1"
+        assert other.holder("p") is None  # a key of its own
+        clock.now += 61
+        assert other.holder("job:infer:p#all:600") is None  # expired: its worker died
+        assert other.acquire("job:infer:p#all:600", "job-2", ttl=60)
+        other.release("job:infer:p#all:600", "job-2")
+        assert store.holder("job:infer:p#all:600") is None
+
     def test_a_lease_is_replaced_only_from_the_owner_named(
         self, leased: tuple[Leased, Clock]
     ) -> None:

@@ -9,17 +9,18 @@ from typing import Any
 
 import httpx
 import pytest
+from billiard.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
 from kombu.exceptions import OperationalError
 
 from openanomaly.adapters.celery import tasks
-from openanomaly.adapters.celery.app import make_app, visibility_timeout
+from openanomaly.adapters.celery.app import claim_ttls, make_app, visibility_timeout
 from openanomaly.adapters.celery.health import HealthServer
 from openanomaly.adapters.celery.payload import from_payload, to_payload
 from openanomaly.adapters.celery.worker import WorkerState, parse_queues
-from openanomaly.adapters.dispatch.celery import CeleryDispatcher
-from openanomaly.adapters.memory import MemoryMetrics
+from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+from openanomaly.adapters.memory import MemoryMetrics, MemoryRegistry
 from openanomaly.bootstrap import bootstrap
-from openanomaly.domain.records import BacktestJob, InferWindow, Job, TrainJob
+from openanomaly.domain.records import BacktestJob, InferWindow, Job, TrainJob, work_key
 from openanomaly.errors import (
     ConfigError,
     PipelineBusy,
@@ -152,6 +153,74 @@ def test_bootstrap_builds_the_celery_dispatcher_for_dispatcher_celery(tmp_path: 
     metrics = MemoryMetrics()
     with bootstrap(settings, reader=metrics, writer=metrics) as c:
         assert isinstance(c.dispatcher.inner, CeleryDispatcher)  # type: ignore[attr-defined]
+        assert tasks.claims(c) is not None  # claimed in the SQL store's leases
+        assert tasks.claims(c) is c.dispatcher.inner.claims  # type: ignore[attr-defined]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two_processes() -> tuple[Clock, WorkClaims, list[tuple[RecordingApp, CeleryDispatcher]]]:
+    """Two dispatchers (a beat's worker and an API, say) over one config store's leases."""
+    clock = Clock()
+    claims = WorkClaims(MemoryRegistry(clock=clock), claim_ttls(cluster_settings()))
+    apps = [RecordingApp(), RecordingApp()]
+    return clock, claims, [(a, CeleryDispatcher(a, claims=claims)) for a in apps]
+
+
+def test_the_same_work_submitted_by_two_processes_is_sent_once() -> None:
+    _, claims, [(app1, d1), (app2, d2)] = two_processes()
+    window, copy = InferWindow("p", 0, 600), InferWindow("p", 300, 600)  # same end, other start
+    assert d1.submit(window) == window.id
+    assert d2.submit(copy) == window.id  # the id of the one queued
+    later = InferWindow("p", 0, 900)
+    assert d2.submit(later) == later.id  # another window end is other work
+    sharded = InferWindow("p", 0, 600, shard=1)
+    assert d2.submit(sharded) == sharded.id
+    assert [s[2] for s in app1.sent] == [window.id]
+    assert [s[2] for s in app2.sent] == [later.id, sharded.id]
+    claims.release(window)  # its task ended: the same work may be queued again
+    again = InferWindow("p", 0, 600)
+    assert d1.submit(again) == again.id
+
+
+def test_a_slow_first_training_is_queued_once_whatever_the_ticks_end() -> None:
+    # Every tick asks for a training on the window that ends at its own time.
+    _, _, [(app1, d1), (app2, d2)] = two_processes()
+    first = TrainJob("p", 600)
+    assert d1.submit(first) == first.id
+    assert d2.submit(TrainJob("p", 660)) == first.id
+    assert d1.submit(TrainJob("p", 720)) == first.id
+    assert d1.submit(TrainJob("p", 720, shard=0)) != first.id  # one shard's is other work
+    assert len(app1.sent) == 2 and app2.sent == []
+
+
+def test_a_claim_left_by_a_dead_worker_expires_after_the_hard_limit_and_margin() -> None:
+    clock, claims, [(_, d1), (app2, d2)] = two_processes()
+    job = TrainJob("p", 600)
+    d1.submit(job)
+    claims.renew(job)  # its task started, then its worker died (no release)
+    clock.now += claim_ttls(cluster_settings())["train"] - 1
+    assert d2.submit(TrainJob("p", 660)) == job.id
+    clock.now += 2
+    late = TrainJob("p", 720)
+    assert d2.submit(late) == late.id and [s[2] for s in app2.sent] == [late.id]
+
+
+def test_a_claim_is_given_back_when_the_broker_refuses_the_message() -> None:
+    claims = WorkClaims(MemoryRegistry(), claim_ttls(cluster_settings()))
+    broken = CeleryDispatcher(RecordingApp(fail=OperationalError("refused")), claims=claims)
+    job = InferWindow("p", 0, 60)
+    with pytest.raises(StoreUnavailable):
+        broken.submit(job)
+    app = RecordingApp()
+    retry = InferWindow("p", 0, 60)
+    assert CeleryDispatcher(app, claims=claims).submit(retry) == retry.id
 
 
 # --- the tasks' decisions -----------------------------------------------------------------------
@@ -171,8 +240,9 @@ class ScriptedService:
 
 
 class FakeContainer:
-    def __init__(self, service: ScriptedService) -> None:
+    def __init__(self, service: ScriptedService, claims: WorkClaims | None = None) -> None:
         self.service = service
+        self.dispatcher = CeleryDispatcher(RecordingApp(), claims=claims)
 
 
 @pytest.fixture
@@ -187,10 +257,12 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> Any:
     return app
 
 
-def run_eagerly(app: Any, service: ScriptedService, job: Job, monkeypatch: Any) -> Any:
+def run_eagerly(
+    app: Any, service: ScriptedService, job: Job, monkeypatch: Any, claims: WorkClaims | None = None
+) -> Any:
     """Run the job's task in this process; a retry runs at once (eager mode has no countdown).
     Returns the outcome of the last run."""
-    monkeypatch.setattr(tasks._Process, "container", FakeContainer(service))
+    monkeypatch.setattr(tasks._Process, "container", FakeContainer(service, claims))
     return app.tasks[f"openanomaly.{job.kind}"].apply(args=(to_payload(job),), task_id=job.id)
 
 
@@ -212,6 +284,36 @@ def test_other_errors_are_not_retried(eager: Any, monkeypatch: Any) -> None:
     result = run_eagerly(eager, service, TrainJob("p", 60), monkeypatch)
     assert result.state == "FAILURE" and isinstance(result.result, ConfigError)
     assert len(service.runs) == 1
+
+
+class HolderSeen(ScriptedService):
+    """Records who holds the job's claim while each run of it goes on."""
+
+    def __init__(self, claims: MemoryRegistry, *errors: Exception) -> None:
+        super().__init__(*errors)
+        self.claims = claims
+        self.holders: list[str | None] = []
+
+    def run(self, job: Job) -> None:
+        self.holders.append(self.claims.holder(work_key(job)))
+        super().run(job)
+
+
+@pytest.mark.parametrize(
+    "errors", [[TsdbUnavailable("down")], [ConfigError("bad")], [SoftTimeLimitExceeded()]]
+)
+def test_a_task_holds_its_claim_through_its_retries_and_gives_it_back_at_its_end(
+    eager: Any, monkeypatch: Any, errors: list[Exception]
+) -> None:
+    leases = MemoryRegistry()
+    claims = WorkClaims(leases, claim_ttls(cluster_settings()))
+    job = InferWindow("p", 0, 60)
+    CeleryDispatcher(RecordingApp(), claims=claims).submit(job)
+    service = HolderSeen(leases, *errors)
+    run_eagerly(eager, service, job, monkeypatch, claims)
+    retried = isinstance(errors[0], TsdbUnavailable)
+    assert service.holders == [job.id] * (2 if retried else 1)
+    assert leases.holder(work_key(job)) is None
 
 
 def test_a_busy_pipeline_is_not_retried_nor_an_error(eager: Any, monkeypatch: Any) -> None:

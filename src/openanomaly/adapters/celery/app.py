@@ -47,6 +47,17 @@ def visibility_timeout(settings: Settings) -> float:
     return longest + VISIBILITY_MARGIN
 
 
+def claim_ttls(settings: Settings) -> dict[str, float]:
+    """How long a job's claim on its work lasts (``WorkClaims``), per kind, from its send and
+    again from its start: the kind's hard limit plus the margin, within which a task still
+    queued or running releases it itself and a lost one lets it expire."""
+    c = settings.celery
+    return {
+        kind: getattr(c, f"{kind}_hard_limit") + VISIBILITY_MARGIN
+        for kind in ("train", "infer", "backtest")
+    }
+
+
 VISIBILITY_MARGIN: Final = 300.0
 """Seconds past the longest hard limit before Redis hands a message out again (a task killed at
 its hard limit is acknowledged; this covers the pool's reaction time and a retry's countdown)."""

@@ -87,3 +87,10 @@ class MongoWindows(MongoBase):
             db.windows.update_one(
                 {"_id": pipeline_id, "owner": owner}, {"$unset": {"owner": "", "expires_at": ""}}
             )
+
+    def holder(self, pipeline_id: str) -> str | None:
+        live = {"_id": pipeline_id, "expires_at": {"$gte": self._clock()}}
+        with self._use() as db:
+            doc = db.windows.find_one(live, {"owner": 1}) or {}
+        owner = doc.get("owner")
+        return None if owner is None else str(owner)
