@@ -16,7 +16,7 @@ from openanomaly.adapters.celery import tasks
 from openanomaly.adapters.celery.app import claim_ttls, make_app, visibility_timeout
 from openanomaly.adapters.celery.health import HealthServer
 from openanomaly.adapters.celery.payload import from_payload, to_payload
-from openanomaly.adapters.celery.worker import WorkerState, parse_queues
+from openanomaly.adapters.celery.worker import WorkerState, check_broker, parse_queues
 from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
 from openanomaly.adapters.memory import MemoryMetrics, MemoryRegistry
 from openanomaly.bootstrap import bootstrap
@@ -78,6 +78,39 @@ def test_redis_redelivers_after_the_longest_hard_limit_and_keys_carry_the_prefix
     # the SQL transport hands its options to create_engine: none of Redis' may go there
     sql = make_app(cluster_settings("sqla+sqlite:///broker.db"))
     assert sql.conf.broker_transport_options == {}
+
+
+def test_rabbitmq_consumers_ask_for_a_timeout_above_the_longest_hard_limit() -> None:
+    amqp = "amqp://guest:guest@127.0.0.1:5672/oa"
+    rabbit = make_app(cluster_settings(amqp, train_hard_limit=7200))
+    for queue in rabbit.conf.task_queues:
+        assert queue.consumer_arguments == {"x-consumer-timeout": (7200 + 300) * 1000}
+    for other in ("redis://127.0.0.1:6379/0", "sqla+sqlite:///broker.db"):
+        queues = make_app(cluster_settings(other)).conf.task_queues
+        assert all(not q.consumer_arguments for q in queues)
+
+
+class RabbitConnection:
+    """A kombu connection as far as ``check_broker`` reads it."""
+
+    def __init__(self, product: str, version: str) -> None:
+        props = {"product": product, "version": version}
+        self.connection = type("Amqp", (), {"server_properties": props})()
+
+
+def test_a_rabbitmq_that_ignores_the_consumer_timeout_is_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = cluster_settings("amqp://guest:guest@127.0.0.1:5672/oa")
+    old = check_broker(RabbitConnection("RabbitMQ", "3.10.8"), settings)
+    assert old is not None and "RabbitMQ 3.10.8 ignores" in old
+    assert "consumer_timeout above 3900000" in old
+    check_broker(RabbitConnection("RabbitMQ", "3.10.8"), settings)  # a reconnect
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [old]
+    assert check_broker(RabbitConnection("RabbitMQ", "3.12.0"), settings) is None
+    assert check_broker(RabbitConnection("RabbitMQ", "4.0.5"), settings) is None
+    assert check_broker(RabbitConnection("Redis", "7.0"), settings) is None
+    assert check_broker(object(), settings) is None  # never raises
 
 
 def test_a_visibility_timeout_within_a_hard_limit_is_refused() -> None:
