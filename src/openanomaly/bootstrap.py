@@ -50,6 +50,7 @@ from openanomaly.settings import Settings, load_settings
 if TYPE_CHECKING:
     import httpx
 
+    from openanomaly.adapters.dispatch.celery import WorkClaims
     from openanomaly.adapters.prometheus.probe import TsdbProbe
 
 
@@ -344,6 +345,19 @@ class _ConfigStore(
     """Every role the database stores (SqlStore, MongoStore) play."""
 
     def close(self) -> None: ...
+
+
+def claims_alone(settings: Settings) -> WorkClaims | None:
+    """The work claims of a process that runs no job, over the config store alone (the
+    worker's main process, which ends the claim of a task killed at its hard limit); the store
+    stays open as long as the process. None when the store keeps no leases."""
+    from openanomaly.adapters.celery.app import claim_ttls
+    from openanomaly.adapters.dispatch.celery import WorkClaims
+
+    with ExitStack() as opened:
+        store = _config_store(settings, opened)
+        opened.pop_all()
+    return WorkClaims(store, claim_ttls(settings)) if isinstance(store, LeaseStore) else None
 
 
 def _config_store(settings: Settings, opened: ExitStack) -> _ConfigStore:

@@ -9,7 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from billiard.exceptions import SoftTimeLimitExceeded  # type: ignore[import-untyped]
+from billiard.exceptions import (  # type: ignore[import-untyped]
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
 from kombu.exceptions import OperationalError
 
 from openanomaly.adapters.celery import tasks
@@ -346,6 +349,22 @@ def test_a_task_holds_its_claim_through_its_retries_and_gives_it_back_at_its_end
     run_eagerly(eager, service, job, monkeypatch, claims)
     retried = isinstance(errors[0], TsdbUnavailable)
     assert service.holders == [job.id] * (2 if retried else 1)
+    assert leases.holder(work_key(job)) is None
+
+
+def test_a_task_killed_at_its_hard_limit_has_its_claim_released_by_the_main_process(
+    eager: Any, monkeypatch: Any
+) -> None:
+    # What Celery's main process calls when it killed the pool process at the hard limit.
+    leases = MemoryRegistry()
+    claims = WorkClaims(leases, claim_ttls(cluster_settings()))
+    monkeypatch.setattr(tasks._Process, "main_claims", claims)
+    job = InferWindow("p", 0, 60)
+    CeleryDispatcher(RecordingApp(), claims=claims).submit(job)
+    task = eager.tasks["openanomaly.infer"]
+    task.on_failure(ConfigError("bad"), job.id, (to_payload(job),), {}, None)
+    assert leases.holder(work_key(job)) == job.id  # other failures: the task's own finally
+    task.on_failure(TimeLimitExceeded(8.0), job.id, (to_payload(job),), {}, None)
     assert leases.holder(work_key(job)) is None
 
 

@@ -22,12 +22,13 @@ import threading
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_process_shutdown
 
 from openanomaly.adapters.celery.app import visibility_timeout
 from openanomaly.adapters.celery.payload import from_payload
 from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
-from openanomaly.bootstrap import Container, bootstrap
+from openanomaly.bootstrap import Container, bootstrap, claims_alone
 from openanomaly.domain.records import Job
 from openanomaly.errors import OpenAnomalyError, PipelineBusy, TsdbUnavailable, WriteUncertain
 from openanomaly.settings import Settings, load_settings
@@ -42,6 +43,9 @@ class _Process:
 
     settings: Settings | None = None
     container: Container | None = None
+    main_claims: WorkClaims | None = None
+    """The worker's main process's, which runs the failure hook of a task killed at its hard
+    limit (its pool process is gone, the task's own ``finally`` never ran)."""
     lock = threading.Lock()
 
 
@@ -116,6 +120,23 @@ class JobTask(Task):  # type: ignore[misc]  # celery is untyped
         finally:
             if held is not None and not retrying:
                 held.release(job)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Celery calls this in the worker's main process for a task killed at its hard limit
+        (and in the pool process after any other failure, whose ``finally`` released already):
+        its claim is released here, so that the same work can be queued at once."""
+        if not isinstance(exc, TimeLimitExceeded):
+            return
+        try:
+            job = from_payload(args[0], self.name.rpartition(".")[2])
+            with _Process.lock:
+                if _Process.main_claims is None:
+                    _Process.main_claims = claims_alone(settings())
+                held = _Process.main_claims
+            if held is not None:
+                held.release(job)
+        except Exception as error:  # the hook is worth less than the worker; the claim expires
+            log.warning("claim of task %s not released after its hard limit: %r", task_id, error)
 
     def _retry(self, job: Job, exc: OpenAnomalyError) -> Exception:
         """The retry of ``job`` after ``exc``, as a new message under the same task id."""

@@ -26,9 +26,11 @@ class WorkClaims:
     store is what every process of a cluster shares whatever the broker, and its leases are
     atomic across processes and expire. The dispatcher claims a job before it sends it; the
     task renews the claim when it starts and releases it when it ends (not between retries).
-    A worker that dies holding a claim leaves it to expire: ``ttl`` is the kind's hard limit
-    plus a margin (``claim_ttls``), so the same work can be queued again once the message is
-    surely lost (the brokers that redeliver it have done so by then, with its claim renewed).
+    A task killed at its hard limit is released by the worker's main process
+    (``JobTask.on_failure``); a worker that dies holding a claim leaves it to expire: ``ttl``
+    is the kind's hard limit plus a margin (``claim_ttls``), so the same work can be queued
+    again once the message is surely lost (the brokers that redeliver it have done so by then,
+    with its claim renewed).
     """
 
     def __init__(self, leases: LeaseStore, ttl: Mapping[str, float]) -> None:
