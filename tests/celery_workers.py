@@ -20,9 +20,9 @@ import httpx
 import numpy as np
 import pytest
 
-from openanomaly.adapters.celery.app import make_app
+from openanomaly.adapters.celery.app import claim_ttls, make_app
 from openanomaly.adapters.config.sql import SqlStore
-from openanomaly.adapters.dispatch.celery import CeleryDispatcher
+from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.spec import Pipeline
 from openanomaly.settings import Settings
@@ -135,11 +135,15 @@ class Cluster:
 
     @contextmanager
     def dispatcher(self) -> Iterator[CeleryDispatcher]:
-        dispatcher = CeleryDispatcher(make_app(self.settings()))
+        """An API's dispatcher: claiming each job's work in the cluster's config store."""
+        settings, store = self.settings(), self.store()
+        claims = WorkClaims(store, claim_ttls(settings))
+        dispatcher = CeleryDispatcher(make_app(settings), claims=claims)
         try:
             yield dispatcher
         finally:
             dispatcher.close()
+            store.close()
 
     def store(self) -> SqlStore:
         return SqlStore(self.database_url)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pytest
+import sqlalchemy as sa
 
 from openanomaly.domain.records import JobRun, ModelVersion
 from openanomaly.domain.spec import Pipeline
@@ -49,12 +50,20 @@ class Clock:
         return self.now
 
 
+Interleave = Callable[[Any, Callable[[], object]], Callable[[], None]]
+"""``interleave(store, action)``: run ``action`` (another process's write) right after the next
+write statement ``store`` sends; returns what undoes it and waits for ``action`` to end."""
+
+
 @dataclass
 class Backend:
-    """Opens stores over one set of data; closes what it opened at the end of the test."""
+    """Opens stores over one set of data; closes what it opened at the end of the test.
+    ``interleave``: how to land a write between two of a store's statements (None: the store
+    has no such point, e.g. one lock around every call)."""
 
     open: Callable[[Clock], Any]
     closing: list[Any] = field(default_factory=list)
+    interleave: Interleave | None = None
 
     def new(self, clock: Clock | None = None) -> Any:
         store = self.open(clock or Clock())
@@ -96,6 +105,62 @@ def version(pid: str, name: str, created_at: float = 1.0, **fields: Any) -> Mode
         "extra": {},
     }
     return ModelVersion(pid, name, created_at, **(values | fields))
+
+
+def sql_interleave(store: Any, action: Callable[[], object]) -> Callable[[], None]:
+    """``Backend.interleave`` of the SQL store: ``action`` starts in a thread after the first
+    write statement and is given a moment; a lock this store's transaction holds makes it
+    wait for the commit, and nothing else would."""
+    engine, threads = store.engine, list[threading.Thread]()
+
+    def after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if threads or not statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+            return
+        threads.append(threading.Thread(target=action))
+        threads[0].start()
+        threads[0].join(0.5)
+
+    sa.event.listen(engine, "after_cursor_execute", after)
+
+    def undo() -> None:
+        sa.event.remove(engine, "after_cursor_execute", after)
+        for t in threads:
+            t.join(30)
+
+    return undo
+
+
+def mongo_interleave(store: Any, action: Callable[[], object]) -> Callable[[], None]:
+    """``Backend.interleave`` of the MongoDB store: ``action`` runs right after the first write
+    to the ``windows`` collection (each write is atomic; between two, anything may land)."""
+    real, fired = store._db, list[object]()
+
+    class Windows:
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(real.windows, name)
+            if name not in ("update_one", "update_many", "find_one_and_update", "delete_one"):
+                return method
+
+            def write(*args: Any, **kwargs: Any) -> Any:
+                out = method(*args, **kwargs)
+                if not fired:
+                    fired.append(action())
+                return out
+
+            return write
+
+    class Database:
+        windows = Windows()
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    store._db = Database()
+
+    def undo() -> None:
+        store._db = real
+
+    return undo
 
 
 def run_threads(count: int, target: Callable[[int], None]) -> None:
@@ -338,6 +403,22 @@ class LeaseContract:
         assert not store.acquire("p", "a", ttl=60)
         assert store.state("p").owner == "b" and store.state("p").expires == clock.now + 60
 
+    def test_the_holder_is_the_owner_until_the_lease_expires_or_is_released(
+        self, backend: Backend
+    ) -> None:
+        # What the Celery dispatcher asks of a claim another process took (WorkClaims).
+        clock = Clock()
+        store, other = backend.new(clock), backend.new(clock)
+        assert store.holder("job:infer:p#all:600") is None
+        assert store.acquire("job:infer:p#all:600", "job-1", ttl=60)
+        assert other.holder("job:infer:p#all:600") == "job-1"
+        assert other.holder("p") is None  # a key of its own
+        clock.now += 61
+        assert other.holder("job:infer:p#all:600") is None  # expired: its worker died
+        assert other.acquire("job:infer:p#all:600", "job-2", ttl=60)
+        other.release("job:infer:p#all:600", "job-2")
+        assert store.holder("job:infer:p#all:600") is None
+
     def test_a_lease_is_replaced_only_from_the_owner_named(
         self, leased: tuple[Leased, Clock]
     ) -> None:
@@ -382,6 +463,27 @@ class LeaseContract:
         with pytest.raises(PipelineBusy):
             store.begin("p", 160, 220, owner="a")
         assert store.state("p").last_end is None and store.state("p").pending == (100, 160)
+
+    def test_a_fenced_advance_moves_checkpoint_and_journal_together(self, backend: Backend) -> None:
+        # "a" stalls past its lease and commits; "b" takes the lease over as early as it can,
+        # right after a's first write. Checkpoint and journal must move as one: both or none.
+        if backend.interleave is None:
+            pytest.skip("one lock around every call: no point between two writes")
+        clock = Clock()
+        store, other = backend.new(clock), backend.new(clock)
+        store.acquire("p", "a", ttl=60)
+        store.begin("p", 100, 160, owner="a")
+        clock.now += 61
+        undo = backend.interleave(store, lambda: other.acquire("p", "b", ttl=60))
+        try:
+            store.advance("p", 160, owner="a")
+        except PipelineBusy:
+            pass
+        finally:
+            undo()
+        state = other.state("p")
+        assert (state.last_end, state.pending) in [(160, None), (None, (100, 160))]
+        assert state.owner == "b"
 
     def test_racing_acquires_have_one_winner(self, backend: Backend) -> None:
         # Each racer has its own store (connection), as processes do; every round the lease

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import SecretStr
 
@@ -50,6 +50,7 @@ from openanomaly.settings import Settings, load_settings
 if TYPE_CHECKING:
     import httpx
 
+    from openanomaly.adapters.dispatch.celery import WorkClaims
     from openanomaly.adapters.prometheus.probe import TsdbProbe
 
 
@@ -99,9 +100,11 @@ def bootstrap(
     history: JobHistory | None = None,
     clock: Clock = time.time,
     follow: Path | None = None,
+    celery_app: Any | None = None,
 ) -> Container:
     """Build every adapter the settings ask for, unless a test hands one in. ``follow`` is the
-    file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``)."""
+    file of ``run --pipelines``: its pipelines follow it (see ``FollowedFileStore``).
+    ``celery_app``: the app a worker's dispatcher sends on (default: one from the settings)."""
     settings = settings or load_settings()
     sourced: SourcedPipelineStore | None = None
     outcomes: OutcomeStore | None = None  # in this process unless there is a database
@@ -177,10 +180,7 @@ def bootstrap(
             samples=samples,
         )
         if dispatcher is None and settings.dispatcher == "celery":
-            from openanomaly.adapters.celery.app import make_app
-            from openanomaly.adapters.dispatch.celery import CeleryDispatcher
-
-            dispatcher = CeleryDispatcher(make_app(settings))
+            dispatcher = _celery_dispatcher(settings, celery_app, checkpoints)
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
@@ -307,6 +307,18 @@ def _tsdb(
     return reader, writer, samples
 
 
+def _celery_dispatcher(settings: Settings, app: Any, checkpoints: CheckpointStore) -> JobDispatcher:
+    """The Celery dispatcher, claiming each job's work in the config store's leases (when it
+    has them) so that the cluster queues the same work once."""
+    from openanomaly.adapters.celery.app import claim_ttls, make_app
+    from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+
+    claims = None
+    if isinstance(checkpoints, LeaseStore):
+        claims = WorkClaims(checkpoints, claim_ttls(settings))
+    return CeleryDispatcher(app if app is not None else make_app(settings), claims=claims)
+
+
 def _scheduler(
     settings: Settings, service: Service, dispatcher: JobDispatcher, telemetry: Telemetry
 ) -> Scheduler:
@@ -333,6 +345,19 @@ class _ConfigStore(
     """Every role the database stores (SqlStore, MongoStore) play."""
 
     def close(self) -> None: ...
+
+
+def claims_alone(settings: Settings) -> WorkClaims | None:
+    """The work claims of a process that runs no job, over the config store alone (the
+    worker's main process, which ends the claim of a task killed at its hard limit); the store
+    stays open as long as the process. None when the store keeps no leases."""
+    from openanomaly.adapters.celery.app import claim_ttls
+    from openanomaly.adapters.dispatch.celery import WorkClaims
+
+    with ExitStack() as opened:
+        store = _config_store(settings, opened)
+        opened.pop_all()
+    return WorkClaims(store, claim_ttls(settings)) if isinstance(store, LeaseStore) else None
 
 
 def _config_store(settings: Settings, opened: ExitStack) -> _ConfigStore:

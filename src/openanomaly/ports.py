@@ -208,7 +208,8 @@ class CheckpointStore(Protocol):
 
 @runtime_checkable
 class LeaseStore(Protocol):
-    """One process at a time runs a pipeline's windows: a lease with an owner and an expiry."""
+    """One process at a time runs a pipeline's windows: a lease with an owner and an expiry.
+    The key is any id: the Celery dispatcher also claims a job's work under its ``work_key``."""
 
     def acquire(
         self, pipeline_id: str, owner: str, ttl: float, *, replace: str | None = None
@@ -220,6 +221,10 @@ class LeaseStore(Protocol):
 
     def release(self, pipeline_id: str, owner: str) -> None:
         """Give the lease up (nothing happens unless ``owner`` holds it)."""
+        ...
+
+    def holder(self, pipeline_id: str) -> str | None:
+        """The owner of the lease while it has not expired; None when it is free."""
         ...
 
 

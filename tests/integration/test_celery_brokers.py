@@ -9,15 +9,17 @@ against mongomock (the message's way through kombu's transport, not a server's b
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import kombu
 import pytest
 import redis
 
-from openanomaly.domain.records import InferWindow
+from openanomaly.domain.records import InferWindow, work_key
 from tests.celery_workers import STEP, Cluster, write_history
 from tests.cluster_servers import RabbitMQ, Redis
 from tests.faults import duplicates, raw_samples
@@ -64,7 +66,20 @@ def test_an_inference_window_goes_through_the_broker_to_a_worker_and_the_tsdb(
     window = InferWindow(pipeline.id, end - WINDOW, end)
     with cluster.dispatcher() as dispatcher:
         assert dispatcher.submit(window) == window.id
+        # Another process's copy of the same work (the pool process is still building its
+        # container, seconds): not sent, answered with the first one's id.
+        copy = InferWindow(pipeline.id, end - 2 * WINDOW, end)
+        with cluster.dispatcher() as other:
+            assert other.submit(copy) == window.id
     cluster.wait_checkpoint(pipeline.id, end)
+    store = cluster.store()
+    try:  # the task gives its claim back when it ends
+        deadline = time.monotonic() + 30
+        while store.holder(work_key(window)) is not None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert store.holder(work_key(window)) is None
+    finally:
+        store.close()
 
     scores = raw_samples(cluster.tsdb, pipeline.id, end - WINDOW, end)
     assert not duplicates(scores)
@@ -80,6 +95,15 @@ def test_an_inference_window_goes_through_the_broker_to_a_worker_and_the_tsdb(
     assert f'openanomaly_points_scored_total{{pipeline="{pipeline.id}"}} {SERIES * 12}.0' in page
     assert worker.stop() == 0, cluster.logs()
     assert window.id in worker.logs()  # the task ran under the job's id
+    assert copy.id not in worker.logs()  # never sent
+    if cluster.broker.startswith("amqp://"):
+        # The worker read the server's version at its start: 3.12+ honours the consumers'
+        # x-consumer-timeout, an older one gets a warning naming the rabbitmq.conf setting.
+        with kombu.Connection(cluster.broker) as conn:
+            conn.ensure_connection(max_retries=1)
+            version = conn.connection.server_properties["version"]
+        told = f"RabbitMQ {version} ignores a consumer's own x-consumer-timeout" in worker.logs()
+        assert told == (tuple(int(p) for p in version.split(".")[:2]) < (3, 12)), worker.logs()
     if cluster.broker.startswith("redis://"):
         client = redis.Redis.from_url(cluster.broker)
         try:  # the transport's keys (queues, bindings) carry the prefix: the fixture removes them

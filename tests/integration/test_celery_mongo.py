@@ -35,6 +35,7 @@ class RecordingService:
 class Container:
     def __init__(self) -> None:
         self.service = RecordingService()
+        self.dispatcher = None  # sends nothing: claims none
 
 
 @pytest.fixture

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
-from openanomaly.domain.records import InferResult, InferWindow
+from openanomaly.domain.records import InferResult, InferWindow, JobRun
+from openanomaly.domain.shards import shards
+from openanomaly.domain.spec import Pipeline
 from openanomaly.errors import TsdbUnavailable
 from tests.integration.test_exactly_once import (
     CrashingWriter,
@@ -64,3 +66,37 @@ def test_three_shards_one_killed_mid_write_write_exactly_the_unsharded_samples(
     ends = [restarted.checkpoints.last_end(f"{split.id}#{i}/3") or 0 for i in range(3)]
     assert min(ends) >= jobs[0].end  # every shard up to date, the pipeline's roll-up with them
     assert restarted.checkpoints.last_end(split.id) == min(ends)
+
+
+def test_shards_without_series_train_empty_models_and_write_nothing(
+    victoriametrics: TsdbServer, tmp_path: Path, opened: ExitStack
+) -> None:
+    # Two series over six shards, read through the streamed shard decoder of a real TSDB.
+    tsdb, metric = victoriametrics, f"oa_sh_{uuid.uuid4().hex[:8]}"
+    seed_input(tsdb, metric, n=2)
+    short = {"train": {"window": "40m"}}  # trained on the 50 seeded minutes: scores written
+    whole = Pipeline.model_validate(pipeline("whole-" + metric[6:], metric).model_dump() | short)
+    split = Pipeline.model_validate(
+        pipeline("empty-" + metric[6:], metric).model_dump() | short | {"shards": 6}
+    )
+    labels = [{"__name__": metric, "host": f"h{i}"} for i in range(2)]
+    empty = [s for s in shards(6) if not s.mask(labels).any()]
+    assert len(empty) >= 4
+    svc = service(tsdb, tmp_path / "split.db", split, opened)
+    for training in svc.train_jobs(split.id):
+        svc.run(training)  # no NoData
+    for s in empty:
+        version = svc.registry.active(s.key(split.id))
+        assert version is not None and version.series == 0
+    assert not svc.needs_training(split.id)
+    jobs = svc.due_infer_jobs(split.id)
+    for job in jobs:
+        svc.run(job)
+    plain = service(tsdb, tmp_path / "whole.db", whole, opened)
+    plain.run(plain.train_job(whole.id))
+    plain.run(InferWindow(whole.id, jobs[0].start, jobs[0].end))  # the shards' window
+    runs: list[JobRun] = svc.runs.history.runs() if svc.runs.history is not None else []
+    assert len(runs) == 12 and {r.status for r in runs} == {"ok"}
+    tsdb.flush()
+    expected, got = once(raw(tsdb, whole.id)), once(raw(tsdb, split.id))
+    assert expected and got == expected

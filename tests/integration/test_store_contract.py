@@ -37,6 +37,7 @@ from tests.store_contract import (
     RegistryContract,
     SourcedPipelineStoreContract,
     pipeline,
+    sql_interleave,
 )
 
 
@@ -53,7 +54,7 @@ class TestPostgres(
 ):
     @pytest.fixture
     def backend(self, postgres: Postgres) -> Iterator[Backend]:
-        b = Backend(lambda clock: SqlStore(postgres.url, clock=clock))
+        b = Backend(lambda clock: SqlStore(postgres.url, clock=clock), interleave=sql_interleave)
         yield b
         b.close()
 

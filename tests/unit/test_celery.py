@@ -9,17 +9,21 @@ from typing import Any
 
 import httpx
 import pytest
+from billiard.exceptions import (  # type: ignore[import-untyped]
+    SoftTimeLimitExceeded,
+    TimeLimitExceeded,
+)
 from kombu.exceptions import OperationalError
 
 from openanomaly.adapters.celery import tasks
-from openanomaly.adapters.celery.app import make_app, visibility_timeout
+from openanomaly.adapters.celery.app import claim_ttls, make_app, visibility_timeout
 from openanomaly.adapters.celery.health import HealthServer
 from openanomaly.adapters.celery.payload import from_payload, to_payload
-from openanomaly.adapters.celery.worker import WorkerState, parse_queues
-from openanomaly.adapters.dispatch.celery import CeleryDispatcher
-from openanomaly.adapters.memory import MemoryMetrics
+from openanomaly.adapters.celery.worker import WorkerState, check_broker, parse_queues
+from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+from openanomaly.adapters.memory import MemoryMetrics, MemoryRegistry
 from openanomaly.bootstrap import bootstrap
-from openanomaly.domain.records import BacktestJob, InferWindow, Job, TrainJob
+from openanomaly.domain.records import BacktestJob, InferWindow, Job, TrainJob, work_key
 from openanomaly.errors import (
     ConfigError,
     PipelineBusy,
@@ -77,6 +81,39 @@ def test_redis_redelivers_after_the_longest_hard_limit_and_keys_carry_the_prefix
     # the SQL transport hands its options to create_engine: none of Redis' may go there
     sql = make_app(cluster_settings("sqla+sqlite:///broker.db"))
     assert sql.conf.broker_transport_options == {}
+
+
+def test_rabbitmq_consumers_ask_for_a_timeout_above_the_longest_hard_limit() -> None:
+    amqp = "amqp://guest:guest@127.0.0.1:5672/oa"
+    rabbit = make_app(cluster_settings(amqp, train_hard_limit=7200))
+    for queue in rabbit.conf.task_queues:
+        assert queue.consumer_arguments == {"x-consumer-timeout": (7200 + 300) * 1000}
+    for other in ("redis://127.0.0.1:6379/0", "sqla+sqlite:///broker.db"):
+        queues = make_app(cluster_settings(other)).conf.task_queues
+        assert all(not q.consumer_arguments for q in queues)
+
+
+class RabbitConnection:
+    """A kombu connection as far as ``check_broker`` reads it."""
+
+    def __init__(self, product: str, version: str) -> None:
+        props = {"product": product, "version": version}
+        self.connection = type("Amqp", (), {"server_properties": props})()
+
+
+def test_a_rabbitmq_that_ignores_the_consumer_timeout_is_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = cluster_settings("amqp://guest:guest@127.0.0.1:5672/oa")
+    old = check_broker(RabbitConnection("RabbitMQ", "3.10.8"), settings)
+    assert old is not None and "RabbitMQ 3.10.8 ignores" in old
+    assert "consumer_timeout above 3900000" in old
+    check_broker(RabbitConnection("RabbitMQ", "3.10.8"), settings)  # a reconnect
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [old]
+    assert check_broker(RabbitConnection("RabbitMQ", "3.12.0"), settings) is None
+    assert check_broker(RabbitConnection("RabbitMQ", "4.0.5"), settings) is None
+    assert check_broker(RabbitConnection("Redis", "7.0"), settings) is None
+    assert check_broker(object(), settings) is None  # never raises
 
 
 def test_a_visibility_timeout_within_a_hard_limit_is_refused() -> None:
@@ -152,6 +189,74 @@ def test_bootstrap_builds_the_celery_dispatcher_for_dispatcher_celery(tmp_path: 
     metrics = MemoryMetrics()
     with bootstrap(settings, reader=metrics, writer=metrics) as c:
         assert isinstance(c.dispatcher.inner, CeleryDispatcher)  # type: ignore[attr-defined]
+        assert tasks.claims(c) is not None  # claimed in the SQL store's leases
+        assert tasks.claims(c) is c.dispatcher.inner.claims  # type: ignore[attr-defined]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def two_processes() -> tuple[Clock, WorkClaims, list[tuple[RecordingApp, CeleryDispatcher]]]:
+    """Two dispatchers (a beat's worker and an API, say) over one config store's leases."""
+    clock = Clock()
+    claims = WorkClaims(MemoryRegistry(clock=clock), claim_ttls(cluster_settings()))
+    apps = [RecordingApp(), RecordingApp()]
+    return clock, claims, [(a, CeleryDispatcher(a, claims=claims)) for a in apps]
+
+
+def test_the_same_work_submitted_by_two_processes_is_sent_once() -> None:
+    _, claims, [(app1, d1), (app2, d2)] = two_processes()
+    window, copy = InferWindow("p", 0, 600), InferWindow("p", 300, 600)  # same end, other start
+    assert d1.submit(window) == window.id
+    assert d2.submit(copy) == window.id  # the id of the one queued
+    later = InferWindow("p", 0, 900)
+    assert d2.submit(later) == later.id  # another window end is other work
+    sharded = InferWindow("p", 0, 600, shard=1)
+    assert d2.submit(sharded) == sharded.id
+    assert [s[2] for s in app1.sent] == [window.id]
+    assert [s[2] for s in app2.sent] == [later.id, sharded.id]
+    claims.release(window)  # its task ended: the same work may be queued again
+    again = InferWindow("p", 0, 600)
+    assert d1.submit(again) == again.id
+
+
+def test_a_slow_first_training_is_queued_once_whatever_the_ticks_end() -> None:
+    # Every tick asks for a training on the window that ends at its own time.
+    _, _, [(app1, d1), (app2, d2)] = two_processes()
+    first = TrainJob("p", 600)
+    assert d1.submit(first) == first.id
+    assert d2.submit(TrainJob("p", 660)) == first.id
+    assert d1.submit(TrainJob("p", 720)) == first.id
+    assert d1.submit(TrainJob("p", 720, shard=0)) != first.id  # one shard's is other work
+    assert len(app1.sent) == 2 and app2.sent == []
+
+
+def test_a_claim_left_by_a_dead_worker_expires_after_the_hard_limit_and_margin() -> None:
+    clock, claims, [(_, d1), (app2, d2)] = two_processes()
+    job = TrainJob("p", 600)
+    d1.submit(job)
+    claims.renew(job)  # its task started, then its worker died (no release)
+    clock.now += claim_ttls(cluster_settings())["train"] - 1
+    assert d2.submit(TrainJob("p", 660)) == job.id
+    clock.now += 2
+    late = TrainJob("p", 720)
+    assert d2.submit(late) == late.id and [s[2] for s in app2.sent] == [late.id]
+
+
+def test_a_claim_is_given_back_when_the_broker_refuses_the_message() -> None:
+    claims = WorkClaims(MemoryRegistry(), claim_ttls(cluster_settings()))
+    broken = CeleryDispatcher(RecordingApp(fail=OperationalError("refused")), claims=claims)
+    job = InferWindow("p", 0, 60)
+    with pytest.raises(StoreUnavailable):
+        broken.submit(job)
+    app = RecordingApp()
+    retry = InferWindow("p", 0, 60)
+    assert CeleryDispatcher(app, claims=claims).submit(retry) == retry.id
 
 
 # --- the tasks' decisions -----------------------------------------------------------------------
@@ -171,8 +276,9 @@ class ScriptedService:
 
 
 class FakeContainer:
-    def __init__(self, service: ScriptedService) -> None:
+    def __init__(self, service: ScriptedService, claims: WorkClaims | None = None) -> None:
         self.service = service
+        self.dispatcher = CeleryDispatcher(RecordingApp(), claims=claims)
 
 
 @pytest.fixture
@@ -187,10 +293,12 @@ def eager(monkeypatch: pytest.MonkeyPatch) -> Any:
     return app
 
 
-def run_eagerly(app: Any, service: ScriptedService, job: Job, monkeypatch: Any) -> Any:
+def run_eagerly(
+    app: Any, service: ScriptedService, job: Job, monkeypatch: Any, claims: WorkClaims | None = None
+) -> Any:
     """Run the job's task in this process; a retry runs at once (eager mode has no countdown).
     Returns the outcome of the last run."""
-    monkeypatch.setattr(tasks._Process, "container", FakeContainer(service))
+    monkeypatch.setattr(tasks._Process, "container", FakeContainer(service, claims))
     return app.tasks[f"openanomaly.{job.kind}"].apply(args=(to_payload(job),), task_id=job.id)
 
 
@@ -212,6 +320,52 @@ def test_other_errors_are_not_retried(eager: Any, monkeypatch: Any) -> None:
     result = run_eagerly(eager, service, TrainJob("p", 60), monkeypatch)
     assert result.state == "FAILURE" and isinstance(result.result, ConfigError)
     assert len(service.runs) == 1
+
+
+class HolderSeen(ScriptedService):
+    """Records who holds the job's claim while each run of it goes on."""
+
+    def __init__(self, claims: MemoryRegistry, *errors: Exception) -> None:
+        super().__init__(*errors)
+        self.claims = claims
+        self.holders: list[str | None] = []
+
+    def run(self, job: Job) -> None:
+        self.holders.append(self.claims.holder(work_key(job)))
+        super().run(job)
+
+
+@pytest.mark.parametrize(
+    "errors", [[TsdbUnavailable("down")], [ConfigError("bad")], [SoftTimeLimitExceeded()]]
+)
+def test_a_task_holds_its_claim_through_its_retries_and_gives_it_back_at_its_end(
+    eager: Any, monkeypatch: Any, errors: list[Exception]
+) -> None:
+    leases = MemoryRegistry()
+    claims = WorkClaims(leases, claim_ttls(cluster_settings()))
+    job = InferWindow("p", 0, 60)
+    CeleryDispatcher(RecordingApp(), claims=claims).submit(job)
+    service = HolderSeen(leases, *errors)
+    run_eagerly(eager, service, job, monkeypatch, claims)
+    retried = isinstance(errors[0], TsdbUnavailable)
+    assert service.holders == [job.id] * (2 if retried else 1)
+    assert leases.holder(work_key(job)) is None
+
+
+def test_a_task_killed_at_its_hard_limit_has_its_claim_released_by_the_main_process(
+    eager: Any, monkeypatch: Any
+) -> None:
+    # What Celery's main process calls when it killed the pool process at the hard limit.
+    leases = MemoryRegistry()
+    claims = WorkClaims(leases, claim_ttls(cluster_settings()))
+    monkeypatch.setattr(tasks._Process, "main_claims", claims)
+    job = InferWindow("p", 0, 60)
+    CeleryDispatcher(RecordingApp(), claims=claims).submit(job)
+    task = eager.tasks["openanomaly.infer"]
+    task.on_failure(ConfigError("bad"), job.id, (to_payload(job),), {}, None)
+    assert leases.holder(work_key(job)) == job.id  # other failures: the task's own finally
+    task.on_failure(TimeLimitExceeded(8.0), job.id, (to_payload(job),), {}, None)
+    assert leases.holder(work_key(job)) is None
 
 
 def test_a_busy_pipeline_is_not_retried_nor_an_error(eager: Any, monkeypatch: Any) -> None:

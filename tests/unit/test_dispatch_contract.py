@@ -105,3 +105,24 @@ def test_close_releases_every_thread_it_started(
         d.submit(job)
     d.close()
     assert [t for t in threading.enumerate() if t not in before] == []
+
+
+def test_the_thread_pool_queues_a_slow_first_training_once_whatever_the_ticks_end() -> None:
+    # Each tick asks for a training on the window ending at its own time (work_key).
+    go, ran = threading.Event(), Recorder()
+
+    def held(job: Job) -> None:
+        assert go.wait(10)
+        ran(job)
+
+    d = ThreadPoolDispatcher(held, workers=2)
+    first = TrainJob("p", 600)
+    assert d.submit(first) == first.id
+    assert d.submit(TrainJob("p", 660)) == first.id
+    window = InferWindow("p", 0, 600)
+    assert d.submit(window) == window.id
+    assert d.submit(InferWindow("p", 300, 600)) == window.id  # same end: the same window
+    go.set()
+    wait_for(ran, 2)
+    d.close()
+    assert sorted(ran.ran, key=[first, window].index) == [first, window]

@@ -290,3 +290,34 @@ def test_a_shard_reader_builds_only_its_series_and_together_they_are_the_query()
         assert all(shard_of(lb, 3) == s.index for lb in p.labels)
         rows = [whole.keys.index(k) for k in p.keys]
         assert np.array_equal(p.values, whole.values[rows])
+
+
+# --- a shard with no series ---------------------------------------------------------------------
+
+
+def test_a_shard_without_series_trains_an_empty_model_and_its_windows_write_nothing() -> None:
+    count = 8  # three series over eight shards: most shards get none
+    empty = [s for s in shards(count) if not s.mask(labels(3)).any()]
+    assert empty
+    whole = MemoryMetrics({"m": panel(3)})
+    run_all(service(whole, MemoryRegistry(), pipeline(1), now=NOW), pipeline(1), False)
+    tsdb, store = MemoryMetrics({"m": panel(3)}), MemoryRegistry()
+    svc = service(tsdb, store, pipeline(count), now=NOW)
+    run_all(svc, pipeline(count), True)  # no NoData
+    for s in empty:
+        version = store.active(s.key("p1"))
+        assert version is not None and version.series == 0 and version.artifact is None
+    assert not svc.needs_training("p1")  # no training again at every tick
+    assert [j.kind for j in svc.due_jobs("p1", "infer")] == []
+    runs = svc.runs.history.runs() if svc.runs.history is not None else []
+    assert runs and all(r.status == "ok" for r in runs)
+    assert stored(tsdb) == stored(whole)
+    assert all(store.state(s.key("p1")).last_end == NOW // 300 * 300 for s in empty)
+
+
+def test_a_sharded_query_without_any_series_is_trained_again_as_an_unsharded_one() -> None:
+    nothing = panel(1).take(np.array([], dtype=np.intp))
+    svc = service(MemoryMetrics({"m": nothing}), MemoryRegistry(), pipeline(2), now=NOW)
+    for job in svc.train_jobs("p1"):
+        svc.run(job)
+    assert svc.needs_training("p1")  # no series anywhere: as after NoData, unsharded

@@ -42,6 +42,7 @@ from tests.store_contract import (
     ArtifactContract,
     Backend,
     Clock,
+    Interleave,
     JobHistoryContract,
     LeaseContract,
     MissingArtifactContract,
@@ -49,7 +50,9 @@ from tests.store_contract import (
     PipelineStoreContract,
     RegistryContract,
     SourcedPipelineStoreContract,
+    mongo_interleave,
     pipeline,
+    sql_interleave,
     version,
 )
 
@@ -58,8 +61,8 @@ def sql_store(tmp_path: Path) -> SqlStore:
     return SqlStore(f"sqlite:///{tmp_path / 'openanomaly.db'}")
 
 
-def backend(open_store: object) -> Iterator[Backend]:
-    b = Backend(open_store)  # type: ignore[arg-type]
+def backend(open_store: object, interleave: Interleave | None = None) -> Iterator[Backend]:
+    b = Backend(open_store, interleave=interleave)  # type: ignore[arg-type]
     yield b
     b.close()
 
@@ -141,7 +144,7 @@ class TestSqlite(
     @pytest.fixture
     def backend(self, tmp_path: Path) -> Iterator[Backend]:
         url = f"sqlite:///{tmp_path / 'openanomaly.db'}"
-        yield from backend(lambda clock: SqlStore(url, clock=clock))
+        yield from backend(lambda clock: SqlStore(url, clock=clock), sql_interleave)
 
 
 # -- YamlPipelineStore -------------------------------------------------------------------------
@@ -341,7 +344,9 @@ class TestMongomock(
         import mongomock
 
         client: Any = mongomock.MongoClient()  # one "server": every store opened shares it
-        yield from backend(lambda clock: MongoStore(client=client, database="oa", clock=clock))
+        yield from backend(
+            lambda clock: MongoStore(client=client, database="oa", clock=clock), mongo_interleave
+        )
 
 
 def test_mongo_store_errors_name_the_database_without_its_password() -> None:

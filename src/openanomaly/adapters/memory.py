@@ -289,6 +289,11 @@ class MemoryRegistry:
             if self._leases.get(pipeline_id, (None, 0.0))[0] == owner:
                 del self._leases[pipeline_id]
 
+    def holder(self, pipeline_id: str) -> str | None:
+        with self._guard:
+            owner, expires = self._leases.get(pipeline_id, (None, 0.0))
+            return owner if expires >= self._clock() else None
+
     def _fence(self, pipeline_id: str, owner: str) -> None:
         holder = self._leases.get(pipeline_id, (None, 0.0))[0]
         if holder != owner:

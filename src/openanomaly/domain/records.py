@@ -63,6 +63,24 @@ class BacktestJob:
 
 Job = TrainJob | InferWindow | BacktestJob
 
+
+def work_key(job: Job) -> str:
+    """The identity of a job's work: two jobs with the same key do the same thing, so a
+    dispatcher queues the second only once the first has ended.
+
+    An inference window is keyed by (pipeline, shard, end): a copy with another ``start``
+    brings the outputs up to the same end from the same checkpoint. A training is keyed by
+    (pipeline, shard) alone: its ``end`` is the tick's time, different at every tick, and a
+    training queued or running covers any asked meanwhile (it reads the pipeline as it is
+    when it runs). A backtest is keyed by all its fields."""
+    shard = "all" if isinstance(job, BacktestJob) or job.shard is None else str(job.shard)
+    if isinstance(job, TrainJob):
+        return f"job:train:{job.pipeline_id}#{shard}"
+    if isinstance(job, InferWindow):
+        return f"job:infer:{job.pipeline_id}#{shard}:{job.end}"
+    return f"job:backtest:{job.pipeline_id}:{job.start}:{job.end}:{int(job.write)}"
+
+
 JobStatus = Literal["queued", "running", "ok", "error", "busy", "skipped"]
 """``busy``: another process held the pipeline's lease; ``skipped``: nothing to do (the
 pipeline was deleted, or the window was already written)."""

@@ -262,13 +262,15 @@ class Inferencer:
     def _model(
         self, pipeline: Pipeline, version: ModelVersion | None, shard_key: str
     ) -> ModelEngine | None:
-        """The active fitted model; without one, the engine itself if it needs no fit."""
+        """The active fitted model; without one, the engine itself if it needs no fit. A version
+        without an artifact of an engine that needs one was fitted on no series (an empty
+        shard): no model, every series that comes is cold-started."""
         key = (shard_key, version.version if version else f"unfitted-{spec_hash(pipeline)}")
         model = self._cache.get(key)
         if model is None:
             if version is None or version.artifact is None:
                 model = self._engines.create(pipeline.model, step=pipeline.step)
-                if version is None and model.requires_fit:
+                if model.requires_fit:
                     return None
             else:
                 data = self._artifacts.load(version.artifact)

@@ -225,10 +225,14 @@ class Service:
         return ticks.tick(self, pipeline_id, kind, telemetry=self.telemetry)
 
     def needs_training(self, pipeline_id: str) -> bool:
+        """No model fits the pipeline as it is now, or every shard's was fitted on no series
+        (its query had none: trained again, as an unsharded pipeline after NoData; a shard
+        alone without series keeps its empty model until its next scheduled training)."""
         pipeline = self.pipelines.get(pipeline_id)
         digest = spec_hash(pipeline)
         actives = [self.registry.active(s.key(pipeline_id)) for s in shards(pipeline.shards)]
-        if all(a is not None and a.spec_hash == digest for a in actives):
+        fitted = [a for a in actives if a is not None and a.spec_hash == digest]
+        if len(fitted) == len(actives) and any(a.series for a in fitted):
             return False
         return self.engines.create(pipeline.model, step=pipeline.step).requires_fit
 

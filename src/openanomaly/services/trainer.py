@@ -44,7 +44,8 @@ class Trainer:
         (``pipeline#3/8``), its artifact beside the pipeline's (``.../<version>.3-of-8.bin``).
 
         Training the same pipeline for the same ``end`` again gives the same version id and
-        overwrites the same artifact: a retried job is harmless.
+        overwrites the same artifact: a retried job is harmless. A shard with no series gets a
+        version with ``series`` 0 and no artifact (a whole pipeline without any: NoData).
         """
         end = align(self._clock() - pipeline.delay if end is None else end, pipeline.step)
         start = end - pipeline.train.window
@@ -54,17 +55,23 @@ class Trainer:
         extra: dict[str, str] = {}
         if engine.requires_fit:
             history = read(self._reader, pipeline, start, end, shard, recent=True)
-            if not len(history):
+            if len(history):
+                engine.fit(history)
+                series = len(history)
+                extra[HISTORY_KEY] = str(first_point(history))
+            elif shard.whole:
                 raise NoData(shorten(pipeline.query), start, end)
-            engine.fit(history)
-            series = len(history)
-            extra[HISTORY_KEY] = str(first_point(history))
+            else:
+                # The hash gave this shard no series of the query (a few series, many shards):
+                # an empty model, so that it is not trained again at every tick. Series that
+                # come to it later are cold-started until its next training, as new series are.
+                log.info("pipeline=%s has no series: an empty model", shard.key(pipeline.id))
         fit_seconds = time.perf_counter() - began
         digest = spec_hash(pipeline)
         stamp = datetime.fromtimestamp(end, UTC).strftime("%Y%m%dT%H%M%SZ")
         version = f"{stamp}-{digest[:8]}"
         key = None
-        if engine.requires_fit:
+        if engine.requires_fit and series:
             part = "" if shard.whole else f".{shard.index}-of-{shard.count}"
             key = f"pipelines/{pipeline.id}/{version}{part}.bin"
             self._artifacts.save(key, engine.dumps())

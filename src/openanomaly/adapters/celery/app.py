@@ -47,9 +47,46 @@ def visibility_timeout(settings: Settings) -> float:
     return longest + VISIBILITY_MARGIN
 
 
+def claim_ttls(settings: Settings) -> dict[str, float]:
+    """How long a job's claim on its work lasts (``WorkClaims``), per kind, from its send and
+    again from its start: the kind's hard limit plus the margin, within which a task still
+    queued or running releases it itself and a lost one lets it expire."""
+    c = settings.celery
+    return {
+        kind: getattr(c, f"{kind}_hard_limit") + VISIBILITY_MARGIN
+        for kind in ("train", "infer", "backtest")
+    }
+
+
 VISIBILITY_MARGIN: Final = 300.0
 """Seconds past the longest hard limit before Redis hands a message out again (a task killed at
 its hard limit is acknowledged; this covers the pool's reaction time and a retry's countdown)."""
+
+
+def is_rabbitmq(broker: str) -> bool:
+    return broker.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+CONSUMER_TIMEOUT_FROM: Final = (3, 12)
+"""The first RabbitMQ that honours a consumer's own ``x-consumer-timeout``."""
+
+
+def rabbitmq_warning(version: str, settings: Settings) -> str | None:
+    """What to tell the operator of a RabbitMQ ``version`` that does not honour the consumer
+    timeout this app asks for; None when it does."""
+    try:
+        parts = tuple(int(p) for p in version.split(".")[:2])
+    except ValueError:
+        parts = (0,)
+    if parts >= CONSUMER_TIMEOUT_FROM:
+        return None
+    need = int(visibility_timeout(settings) * 1000)
+    return (
+        f"RabbitMQ {version} ignores a consumer's own x-consumer-timeout (3.12 and later "
+        f"honour it): unless rabbitmq.conf sets consumer_timeout above {need} (ms; the "
+        "longest hard limit plus 300 s), a task that runs longer than its consumer_timeout "
+        "(30 min by default) is handed out again while it still runs"
+    )
 
 
 def make_app(settings: Settings) -> Celery:
@@ -75,8 +112,20 @@ def make_app(settings: Settings) -> Celery:
             "unacked_restore_throttle": 1,
         }
     exchange = Exchange(c.queue_prefix, type="direct")
+    consumer: dict[str, object] | None = None
+    if is_rabbitmq(broker):
+        # RabbitMQ closes the channel of a delivery unacknowledged for longer than its
+        # consumer timeout (30 min by default) and redelivers it: per consumer (3.12+), it is
+        # set here above the longest hard limit, as Redis' visibility timeout is. Older
+        # servers ignore the argument: the worker says so at its start (``rabbitmq_warning``).
+        consumer = {"x-consumer-timeout": int(visibility_timeout(settings) * 1000)}
     queues = [
-        Queue(queue_name(settings, kind), exchange, routing_key=queue_name(settings, kind))
+        Queue(
+            queue_name(settings, kind),
+            exchange,
+            routing_key=queue_name(settings, kind),
+            consumer_arguments=consumer,
+        )
         for kind in KINDS
     ]
     app.conf.update(

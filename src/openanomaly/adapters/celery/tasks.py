@@ -11,6 +11,8 @@ under the same task id, and the window is idempotent (checkpoint, journal, lease
 process holding the pipeline's lease (``PipelineBusy``) is not an error: that process is
 running the window, so the message is acknowledged. Every other error is final: it is logged
 (``throws``: without a traceback for OpenAnomaly's own errors) and the message acknowledged.
+A job's claim on its work (``WorkClaims``) is renewed when it starts, kept while a retry waits,
+and released when it ends.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import threading
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import TimeLimitExceeded
 from celery.signals import worker_process_shutdown
 
 from openanomaly.adapters.celery.app import visibility_timeout
 from openanomaly.adapters.celery.payload import from_payload
-from openanomaly.bootstrap import Container, bootstrap
+from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+from openanomaly.bootstrap import Container, bootstrap, claims_alone
+from openanomaly.domain.records import Job
 from openanomaly.errors import OpenAnomalyError, PipelineBusy, TsdbUnavailable, WriteUncertain
 from openanomaly.settings import Settings, load_settings
 
@@ -38,6 +43,9 @@ class _Process:
 
     settings: Settings | None = None
     container: Container | None = None
+    main_claims: WorkClaims | None = None
+    """The worker's main process's, which runs the failure hook of a task killed at its hard
+    limit (its pool process is gone, the task's own ``finally`` never ran)."""
     lock = threading.Lock()
 
 
@@ -58,10 +66,14 @@ def container(app: Any) -> Container:
     """This process's container, built on first use; its dispatcher sends on ``app``."""
     with _Process.lock:
         if _Process.container is None:
-            from openanomaly.adapters.dispatch.celery import CeleryDispatcher
-
-            _Process.container = bootstrap(settings(), dispatcher=CeleryDispatcher(app))
+            _Process.container = bootstrap(settings(), celery_app=app)
         return _Process.container
+
+
+def claims(c: Any) -> WorkClaims | None:
+    """The claims of ``c``'s dispatcher (None: it keeps none, or it is not Celery's)."""
+    inner = getattr(c.dispatcher, "inner", c.dispatcher)  # under the HistoryDispatcher
+    return inner.claims if isinstance(inner, CeleryDispatcher) else None
 
 
 def _close(**_: object) -> None:
@@ -86,26 +98,62 @@ class JobTask(Task):  # type: ignore[misc]  # celery is untyped
     throws = (OpenAnomalyError,)
 
     def run_job(self, payload: dict[str, Any], kind: str) -> None:
+        """Run the job; its claim (``WorkClaims``) is renewed now and released at the end,
+        kept while a retry waits."""
         job = from_payload(payload, kind)
-        c = settings().celery
+        box = container(self.app)
+        held = claims(box)
+        if held is not None:
+            held.renew(job)
+        retrying = False
         try:
-            container(self.app).service.run(job)
+            box.service.run(job)
         except PipelineBusy as exc:
             log.info("%s job %s skipped: %s", kind, job.id, exc)
         except RETRIED as exc:
+            c = settings().celery
             if self.request.retries >= c.retries:
                 log.error("%s job %s failed after %d retries: %s", kind, job.id, c.retries, exc)
                 raise
-            countdown = retry_countdown(
-                self.request.retries,
-                backoff=c.retry_backoff,
-                retry_after=getattr(exc, "retry_after", None),
-            )
-            # The worker holds a retry unacknowledged until its time: within Redis' visibility
-            # timeout, or Redis would hand it to a second worker meanwhile.
-            countdown = min(countdown, visibility_timeout(settings()) / 2)
-            log.warning("%s job %s: %s; retry in %.1f s", kind, job.id, exc, countdown)
-            raise self.retry(exc=exc, countdown=countdown, max_retries=c.retries) from None
+            retrying = True
+            raise self._retry(job, exc) from None
+        finally:
+            if held is not None and not retrying:
+                held.release(job)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Celery calls this in the worker's main process for a task killed at its hard limit
+        (and in the pool process after any other failure, whose ``finally`` released already):
+        its claim is released here, so that the same work can be queued at once."""
+        if not isinstance(exc, TimeLimitExceeded):
+            return
+        try:
+            job = from_payload(args[0], self.name.rpartition(".")[2])
+            with _Process.lock:
+                if _Process.main_claims is None:
+                    _Process.main_claims = claims_alone(settings())
+                held = _Process.main_claims
+            if held is not None:
+                held.release(job)
+        except Exception as error:  # the hook is worth less than the worker; the claim expires
+            log.warning("claim of task %s not released after its hard limit: %r", task_id, error)
+
+    def _retry(self, job: Job, exc: OpenAnomalyError) -> Exception:
+        """The retry of ``job`` after ``exc``, as a new message under the same task id."""
+        c = settings().celery
+        countdown = retry_countdown(
+            self.request.retries,
+            backoff=c.retry_backoff,
+            retry_after=getattr(exc, "retry_after", None),
+        )
+        # The worker holds a retry unacknowledged until its time: within Redis' visibility
+        # timeout, or Redis would hand it to a second worker meanwhile.
+        countdown = min(countdown, visibility_timeout(settings()) / 2)
+        log.warning("%s job %s: %s; retry in %.1f s", job.kind, job.id, exc, countdown)
+        retry: Exception = self.retry(
+            exc=exc, countdown=countdown, max_retries=c.retries, throw=False
+        )
+        return retry
 
 
 @shared_task(name="openanomaly.train", bind=True, base=JobTask)  # type: ignore[untyped-decorator]

@@ -30,7 +30,7 @@ from celery import bootsteps
 from celery.signals import worker_process_shutdown, worker_ready, worker_shutting_down
 
 from openanomaly.adapters.celery import tasks
-from openanomaly.adapters.celery.app import KINDS, make_app, queue_name
+from openanomaly.adapters.celery.app import KINDS, make_app, queue_name, rabbitmq_warning
 from openanomaly.adapters.celery.health import HealthServer
 from openanomaly.domain.text import mask_url
 from openanomaly.settings import Settings
@@ -60,15 +60,16 @@ class WorkerState:
                 setattr(self, name, value)
 
 
-def _consuming_step(state: WorkerState) -> type:
+def _consuming_step(state: WorkerState, settings: Settings) -> type:
     """A consumer bootstep that starts once the task consumer is consuming and stops when the
     consumer stops: on a lost broker connection Celery restarts the consumer's steps, so the
-    flag is down until it is connected again."""
+    flag is down until it is connected again. At each start it checks the broker."""
 
     class Consuming(bootsteps.StartStopStep):  # type: ignore[misc]  # celery is untyped
         requires = ("celery.worker.consumer.tasks:Tasks",)
 
         def start(self, parent: Any) -> None:
+            check_broker(parent.connection, settings)
             state.set(consuming=True)
 
         def stop(self, parent: Any) -> None:
@@ -78,6 +79,27 @@ def _consuming_step(state: WorkerState) -> type:
             state.set(consuming=False)
 
     return Consuming
+
+
+_TOLD: set[str] = set()
+
+
+def check_broker(connection: Any, settings: Settings) -> str | None:
+    """Warn (once per process) when the broker is a RabbitMQ that ignores the consumer timeout
+    the queues ask for (``rabbitmq_warning``); returns the warning. Never raises: the check is
+    worth less than the worker."""
+    try:
+        props = getattr(connection.connection, "server_properties", None) or {}
+        if props.get("product") != "RabbitMQ":
+            return None
+        message = rabbitmq_warning(str(props.get("version", "?")), settings)
+    except Exception as exc:
+        log.debug("broker not checked: %r", exc)
+        return None
+    if message is not None and message not in _TOLD:
+        _TOLD.add(message)
+        log.warning(message)
+    return message
 
 
 def parse_queues(text: str) -> list[str]:
@@ -111,7 +133,7 @@ def run_worker(settings: Settings, *, kinds: Sequence[str], concurrency: int | N
     tasks.use_settings(settings)
     queues = [queue_name(settings, kind) for kind in kinds]
     state = WorkerState(queues)
-    app.steps["consumer"].add(_consuming_step(state))
+    app.steps["consumer"].add(_consuming_step(state, settings))
     _on_shutdown(state, grace=settings.shutdown_grace)
     worker_ready.connect(lambda **_: state.set(ready=True), weak=False)
     server = None

@@ -7,15 +7,16 @@ import logging
 import threading
 import time
 
-from openanomaly.domain.records import Job
+from openanomaly.domain.records import Job, work_key
 from openanomaly.ports import JobHandler
 
 log = logging.getLogger(__name__)
 
 
 class ThreadPoolDispatcher:
-    """Runs jobs on ``workers`` threads. A job already queued or running is not queued again
-    (a slow pipeline does not pile up copies of the same window).
+    """Runs jobs on ``workers`` threads. A job whose work (``work_key``) is already queued or
+    running is not queued again (a slow pipeline does not pile up copies of the same window,
+    nor a slow first training a copy per tick).
 
     ``close`` is the shutdown: no new job is taken, the queued ones are dropped (each
     pipeline's checkpoint still has them: the next start scores them), and the running ones get
@@ -28,7 +29,7 @@ class ThreadPoolDispatcher:
         self._workers = workers
         self._grace = grace
         self._queue: collections.deque[Job] = collections.deque()
-        self._pending: dict[Job, str] = {}  # queued or running -> the id it runs under
+        self._pending: dict[str, str] = {}  # work_key of a job queued or running -> its id
         self._running = 0
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -39,10 +40,11 @@ class ThreadPoolDispatcher:
             if self._closed:
                 log.info("shutting down: %s left to the checkpoint", job)
                 return job.id
-            if job in self._pending:
+            key = work_key(job)
+            if key in self._pending:
                 log.debug("skip duplicate %s", job)
-                return self._pending[job]
-            self._pending[job] = job.id
+                return self._pending[key]
+            self._pending[key] = job.id
             self._queue.append(job)
             if len(self._threads) < min(self._workers, len(self._pending)):
                 self._spawn()
@@ -55,7 +57,7 @@ class ThreadPoolDispatcher:
             self._closed = True
             dropped = len(self._queue)
             for job in self._queue:
-                self._pending.pop(job, None)
+                self._pending.pop(work_key(job), None)
             self._queue.clear()
             self._cond.notify_all()
             if dropped:
@@ -97,5 +99,5 @@ class ThreadPoolDispatcher:
             finally:
                 with self._cond:
                     self._running -= 1
-                    self._pending.pop(job, None)
+                    self._pending.pop(work_key(job), None)
                     self._cond.notify_all()

@@ -1,6 +1,7 @@
 """The MongoDB store as CheckpointStore and LeaseStore: a pipeline's lease, checkpoint and
 journalled window are the fields of its one ``windows`` document, so every fenced write is one
-conditional update naming the owner."""
+conditional update naming the owner (a checkpoint's, which also clears the journal, is an
+update with an aggregation pipeline: MongoDB 4.2 or later)."""
 
 from __future__ import annotations
 
@@ -30,17 +31,25 @@ class MongoWindows(MongoBase):
                 raise PipelineBusy(pipeline_id, self.state(pipeline_id).owner)
 
     def advance(self, pipeline_id: str, end: int, *, owner: str | None = None) -> None:
-        mine: dict[str, Any] = {"_id": pipeline_id}
+        # One update (an aggregation pipeline, MongoDB 4.2+): the checkpoint's maximum and the
+        # clearing of a journalled window it passes land together, fenced by the owner in the
+        # filter, so that no takeover (nor crash) falls between them.
+        passed = {"$lte": [{"$arrayElemAt": ["$pending", 1]}, end]}
+        moved = [
+            {
+                "$set": {
+                    "last_end": {"$max": ["$last_end", end]},
+                    "pending": {"$cond": [passed, None, "$pending"]},  # null: none (``state``)
+                }
+            }
+        ]
         with self._use() as db:
             if owner is None:
-                upsert(db.windows.update_one, mine, {"$max": {"last_end": end}})
-            else:
-                mine["owner"] = owner
-                # Fenced and atomic: the checkpoint moves only while ``owner`` holds the lease.
-                if not db.windows.update_one(mine, {"$max": {"last_end": end}}).matched_count:
-                    raise PipelineBusy(pipeline_id, self.state(pipeline_id).owner)
-            done = mine | {"pending.1": {"$lte": end}}
-            db.windows.update_one(done, {"$unset": {"pending": "", "journal_owner": ""}})
+                upsert(db.windows.update_one, {"_id": pipeline_id}, moved)
+            elif not db.windows.update_one(
+                {"_id": pipeline_id, "owner": owner}, moved
+            ).matched_count:
+                raise PipelineBusy(pipeline_id, self.state(pipeline_id).owner)
 
     def state(self, pipeline_id: str) -> WindowState:
         with self._use() as db:
@@ -87,3 +96,10 @@ class MongoWindows(MongoBase):
             db.windows.update_one(
                 {"_id": pipeline_id, "owner": owner}, {"$unset": {"owner": "", "expires_at": ""}}
             )
+
+    def holder(self, pipeline_id: str) -> str | None:
+        live = {"_id": pipeline_id, "expires_at": {"$gte": self._clock()}}
+        with self._use() as db:
+            doc = db.windows.find_one(live, {"owner": 1}) or {}
+        owner = doc.get("owner")
+        return None if owner is None else str(owner)

@@ -100,3 +100,11 @@ class SqlWindows(SqlBase):
         mine = leases.delete().where(leases.c.pipeline_id == pipeline_id, leases.c.owner == owner)
         with self._tx(write=True) as conn:
             conn.execute(mine)
+
+    def holder(self, pipeline_id: str) -> str | None:
+        held = sa.select(leases.c.owner).where(
+            leases.c.pipeline_id == pipeline_id, leases.c.expires_at >= self._clock()
+        )
+        with self._tx() as conn:
+            owner = conn.scalar(held)
+        return None if owner is None else str(owner)
