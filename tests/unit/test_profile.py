@@ -104,10 +104,13 @@ def test_an_excursion_alerts_for_its_onset_then_again_only_if_it_grows() -> None
     rng = np.random.default_rng(5)
     noise = 20 + rng.normal(0, 1, 3 * WEEK)
     model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
-    assert model.onset == 3
+    assert model.onset == 2
     started = noise.copy()
-    started[-2:] = [30.0, 32.0]  # under way for two steps: still its onset
+    started[-1:] = [30.0]  # under way for one step: still its onset
     assert score(model, started, 33.0) > 1.0  # judged against the band from before it began
+    two = noise.copy()
+    two[-2:] = [30.0, 32.0]  # two steps flagged (an alert rule's ``for:`` of two steps): enough
+    assert score(model, two, 33.0) <= 1.0  # NAB charges every further flagged row
     lasting = noise.copy()
     lasting[-8:] = [30.0, 32.0, 34.0, 33.0, 34.0, 33.0, 34.0, 33.0]  # eight steps: it lasts
     assert score(model, lasting, 33.0) <= 1.0  # not one alert per step for as long as it lasts

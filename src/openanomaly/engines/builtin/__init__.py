@@ -205,7 +205,7 @@ class ProfileModel(KeyIndex, _Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
-        onset: int = 3,
+        onset: int = 2,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
