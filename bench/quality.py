@@ -41,6 +41,7 @@ import fnmatch
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -70,7 +71,28 @@ from openanomaly.ports import ModelEngine
 from openanomaly.quality.nab import Labels
 from openanomaly.services.backtest import backtest
 
-DATA = Path(os.environ.get("NAB_DIR", Path(__file__).resolve().parents[2] / "shared/data/nab"))
+
+def _default_data() -> Path:
+    """``$NAB_DIR``, else ``shared/data/nab`` beside the main clone: a git worktree lives
+    elsewhere, so the main clone is found from git's common directory, not from this file."""
+    if "NAB_DIR" in os.environ:
+        return Path(os.environ["NAB_DIR"])
+    here = Path(__file__).resolve().parents[1]
+    try:
+        common = subprocess.run(
+            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        root = Path(common).parent
+    except (OSError, subprocess.CalledProcessError):  # no git, or not a clone: this checkout
+        root = here
+    return root.parent / "shared/data/nab"
+
+
+DATA = _default_data()
 DEFAULT_ENGINES = [
     "builtin:profile",
     "builtin:mad",

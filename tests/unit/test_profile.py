@@ -100,14 +100,39 @@ def test_one_spike_does_not_widen_the_band_a_recurring_one_does() -> None:
     assert upper[0] == pytest.approx(upper[1])
 
 
+def test_bursts_that_keep_crossing_the_band_in_the_context_widen_it() -> None:
+    # A burst every 20 hours over the last 200 hours, none in the memory's last 60: the regime
+    # crosses a band learnt on quiet weeks 7 times (3.5% of the points, 35x the 0.1% promised).
+    rng = np.random.default_rng(11)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    bursty = noise.copy()
+    bursty[-200:-60:20] = 26.0
+    ctx = batch([bursty[-200:]], start=bursty.size - 200)
+    ahead = np.array([T0 + bursty.size * STEP])
+    fc = model.predict(ctx, ahead, 0.999)
+    assert (26.0 - fc.yhat[0, 0]) / (fc.upper[0, 0] - fc.yhat[0, 0]) < 1.0  # covered
+    quiet = batch([noise[-200:]], start=noise.size - 200)
+    calm = model.predict(quiet, ahead, 0.999)
+    assert (26.0 - calm.yhat[0, 0]) / (calm.upper[0, 0] - calm.yhat[0, 0]) > 1.0
+    # Fewer crossings than 10x the promised share (one burst, the largest left out) do not widen.
+    once = noise.copy()
+    once[-150] = 26.0
+    one = model.predict(batch([once[-200:]], start=once.size - 200), ahead, 0.999)
+    assert one.upper[0, 0] - one.yhat[0, 0] == pytest.approx(calm.upper[0, 0] - calm.yhat[0, 0])
+
+
 def test_an_excursion_alerts_for_its_onset_then_again_only_if_it_grows() -> None:
     rng = np.random.default_rng(5)
     noise = 20 + rng.normal(0, 1, 3 * WEEK)
     model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
-    assert model.onset == 3
+    assert model.onset == 2
     started = noise.copy()
-    started[-2:] = [30.0, 32.0]  # under way for two steps: still its onset
+    started[-1:] = [30.0]  # under way for one step: still its onset
     assert score(model, started, 33.0) > 1.0  # judged against the band from before it began
+    two = noise.copy()
+    two[-2:] = [30.0, 32.0]  # two steps flagged (an alert rule's ``for:`` of two steps): enough
+    assert score(model, two, 33.0) <= 1.0  # NAB charges every further flagged row
     lasting = noise.copy()
     lasting[-8:] = [30.0, 32.0, 34.0, 33.0, 34.0, 33.0, 34.0, 33.0]  # eight steps: it lasts
     assert score(model, lasting, 33.0) <= 1.0  # not one alert per step for as long as it lasts

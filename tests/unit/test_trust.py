@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from openanomaly.adapters.prometheus.probe import detect_flavor
+from openanomaly.domain.scoring import score
 from openanomaly.domain.series import Forecast
+from openanomaly.domain.spec import ScoringSpec
 from openanomaly.domain.trust import required_history, untrusted_reason
 from openanomaly.services.window_scores import floor_at_zero
 from tests.unit import test_trainer_inferencer as fakes
@@ -46,12 +48,24 @@ def test_a_model_trained_on_enough_history_writes(world: dict[str, Any]) -> None
     assert result.waiting is None and result.samples_written > 0 and world["metrics"].written
 
 
-def test_the_lower_band_of_a_never_negative_series_stops_at_zero() -> None:
+def test_the_lower_band_of_a_never_negative_series_stops_just_below_zero() -> None:
     history = np.array([[0.0, 1.0, np.nan], [-1.0, 2.0, 3.0], [np.nan, np.nan, np.nan]])
     band = np.full((3, 2), -0.5)
-    f = floor_at_zero(Forecast(np.zeros((3, 2)), band, np.ones((3, 2))), history)
-    assert f.lower.tolist() == [[0.0, 0.0], [-0.5, -0.5], [-0.5, -0.5]]
+    yhat = np.ones((3, 2))
+    f = floor_at_zero(Forecast(yhat, band, np.full((3, 2), 2.0)), history)
+    assert f.lower.tolist() == [[-0.1, -0.1], [-0.5, -0.5], [-0.5, -0.5]]
     assert band.tolist() == [[-0.5, -0.5]] * 3  # the engine's forecast is not changed
+
+
+def test_a_zero_of_a_never_negative_series_is_not_on_the_alarm_line() -> None:
+    # An idle CPU at 0 with a band reaching below 0: 0 is normal, not on the edge (score 1).
+    history = np.array([[0.0, 3.0, 5.0, 0.0, 4.0]])
+    forecast = Forecast(np.full((1, 1), 2.0), np.full((1, 1), -3.0), np.full((1, 1), 7.0))
+    s = score(np.zeros((1, 1)), floor_at_zero(forecast, history), ScoringSpec()).score
+    assert 0.5 < s[0, 0] < 1.0
+    below = Forecast(np.full((1, 1), -1.0), forecast.lower, forecast.upper)
+    floored = floor_at_zero(below, history)
+    assert floored.lower[0, 0] == -3.0  # never above yhat
 
 
 def _server(routes: dict[str, tuple[int, str]]) -> httpx.Client:

@@ -13,6 +13,9 @@ from openanomaly.domain.series import FloatArray, Forecast, SeriesBatch
 from openanomaly.domain.spec import Pipeline
 from openanomaly.ports import EngineFactory, ModelEngine
 
+# How far below 0 the learned floor puts the lower edge, as a share of ``yhat``: off the value 0.
+FLOOR_MARGIN = 0.1
+
 
 @dataclass(frozen=True)
 class WindowScores:
@@ -101,12 +104,16 @@ def _fill_fresh(
 
 def floor_at_zero(forecast: Forecast, history: FloatArray) -> Forecast:
     """The learned floor, when ``scoring.data_range`` is not set: a series with no negative
-    value in ``history`` (rates, counters, durations) gets no lower band below 0. Before the
-    ``min_deviation`` widening, which may still reach below 0 by at most that deviation."""
+    value in ``history`` (rates, counters, durations) gets no lower band far below 0. The edge
+    stops ``FLOOR_MARGIN`` of ``yhat`` below 0, not on 0: 0 is a value such a series takes
+    (an idle CPU, no request), and on the edge it would score exactly 1, on the alarm line
+    (NAB's scorer flags ``>= 1``). A value at 0 scores ``1 / (1 + FLOOR_MARGIN)`` at most.
+    Before the ``min_deviation`` widening, which may still reach lower by at most that."""
     seen = np.isfinite(history)
     never_negative = seen.any(axis=1) & ~((history < 0) & seen).any(axis=1)
     if not never_negative.any():
         return forecast
-    lower = forecast.lower.copy()
-    lower[never_negative] = np.maximum(lower[never_negative], 0.0)
+    yhat, lower = forecast.yhat[never_negative], forecast.lower.copy()
+    floor = np.where(yhat > 0, -FLOOR_MARGIN * yhat, -np.inf)  # never above yhat
+    lower[never_negative] = np.maximum(lower[never_negative], floor)
     return Forecast(forecast.yhat, lower, forecast.upper)

@@ -35,6 +35,7 @@ from openanomaly.engines.builtin import seasonal
 from openanomaly.engines.kernels.robust import (
     MIN_POINTS,
     TINY,
+    block_center,
     last_valid,
     nanmedian,
     recent_stats,
@@ -47,6 +48,10 @@ from openanomaly.errors import EngineError, UnknownModel
 _FORMAT = 5
 _AUTO_SEASONS = (86400, 7 * 86400)  # what season="auto" chooses among, besides none
 _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent deviations as they are
+# The normal band widens when more than this many times the share ``1 - interval`` promises of
+# the context (its last incident and the excursion under way left out) lies beyond it.
+_SELF_SHARE = 10.0
+_SELF_MARGIN = 1.1  # ...to cover that point with a margin: a value repeating it is not on the edge
 
 
 class _Builtin(Engine):
@@ -163,6 +168,13 @@ class ProfileModel(KeyIndex, _Builtin):
       tails leave out one incident). One spike, once over, does not widen the band: the same
       spike an hour later alerts again; a spike that keeps coming back stops alerting.
 
+    Before the memory, the normal band is checked against the whole context it is handed:
+    when more than ``_SELF_SHARE`` times the share ``1 - interval`` promises of the context's
+    points before the memory's lie beyond it (each against its block's median; the largest
+    incident left out), it widens to cover them (see ``_widening``). A series whose
+    regime keeps crossing the band (bursts, a noisier day) stops alerting at each burst;
+    NAB charges every flagged row outside a window. On clean data nothing changes.
+
     Unfitted, or for a series it has not seen, it uses the context alone: median, ``z`` times
     the MAD, and the same memory.
 
@@ -171,7 +183,8 @@ class ProfileModel(KeyIndex, _Builtin):
         season: ``"auto"``, a duration (``"1d"``, seconds, a multiple of ``step``) or None.
         smooth: slots either side for circular smoothing (>= 0); default ``season_steps / 96``.
         adapt: recent context points the level offset and the recent scale use (>= 1).
-        memory: recent context points the memory looks at (>= 0; 0: off).
+        memory: recent context points the memory looks at (>= 0; 0: off, and the widening by
+            the context's own scores too).
         onset: how long an excursion under way is judged against the band from before it
             began, in points (>= 0).
         spread_floor: smallest spread relative to the series' typical level, in [0, 1).
@@ -205,7 +218,7 @@ class ProfileModel(KeyIndex, _Builtin):
         smooth: int | None = None,
         adapt: int = 30,
         memory: int = 60,
-        onset: int = 3,
+        onset: int = 2,
         spread_floor: float = 0.001,
     ) -> None:
         super().__init__(step=step, spread_floor=spread_floor)
@@ -305,8 +318,17 @@ class ProfileModel(KeyIndex, _Builtin):
             dn = np.where(known, np.fmax(seasonal.tail_factor(tails[:, 1], one_sided), z), z)
         base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
         volatile = z * np.nan_to_num(scale)[:, None]
-        normal_up = np.fmax(up[:, None] * base, volatile)
-        normal_dn = np.fmax(dn[:, None] * base, volatile)
+        wide = self._widening(
+            context,
+            known,
+            safe,
+            factors=(up, dn),
+            ref=ref,
+            volatile=volatile[:, 0],
+            interval=interval,
+        )
+        normal_up = np.fmax(up[:, None] * base, volatile) * wide[:, None]
+        normal_dn = np.fmax(dn[:, None] * base, volatile) * wide[:, None]
         # Recent deviations are rescaled like a normal band from the default interval, so that
         # the memory changes nothing for normal noise at any interval (the auto engine's 0.8).
         width = recent.shape[1]
@@ -317,6 +339,53 @@ class ProfileModel(KeyIndex, _Builtin):
         return Forecast(
             yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
         )
+
+    def _widening(
+        self,
+        context: SeriesBatch,
+        known: npt.NDArray[np.bool_],
+        safe: IntArray,
+        *,
+        factors: tuple[FloatArray, FloatArray],
+        ref: FloatArray,
+        volatile: FloatArray,
+        interval: float,
+    ) -> FloatArray:
+        """How much the normal band widens, per series: the context's own points are scored
+        against it (each against the median of its block of ``adapt`` points, so that an old
+        level shift is not an error now), and when more than ``_SELF_SHARE`` times the share
+        the band promises lie beyond it, it widens to ``_SELF_MARGIN`` times the score of the
+        point at that share. The last ``memory`` points (the memory covers those: a shift or a
+        window under way is not taught to the band) and the rest's largest incident (its peak
+        and ``INCIDENT`` points either side) are left out: one spike does not widen it, a
+        regime that keeps crossing the band does."""
+        n = len(context)
+        share = _SELF_SHARE * (1.0 - interval)
+        t = context.timestamps.size - self.memory  # the points before the memory's
+        if t <= 0 or share >= 0.5 or not self.memory:
+            return np.ones(n)  # nothing before the memory's points, or off
+        resid = context.values[:, :t].copy()
+        spread = np.zeros((n, t))
+        if known.any():
+            cols = self._slot(context.timestamps[:t])[None, :]
+            resid -= np.where(known[:, None], self.level_[safe[:, None], cols], 0.0)
+            spread = np.where(known[:, None], self.spread_[safe[:, None], cols], 0.0)
+        dev = resid - block_center(resid, self.adapt)
+        base = np.fmax(spread, seasonal.band_floor(ref, self.spread_floor)[:, None])
+        up, dn = (np.fmax(f[:, None] * base, volatile[:, None]) for f in factors)
+        with np.errstate(invalid="ignore"):
+            u = np.where(dev >= 0, dev / up, -dev / dn)
+        neg = np.where(np.isnan(u), np.inf, -u)  # ascending = descending scores, NaN last
+        peak = np.argmin(neg, axis=1)
+        near = np.abs(np.arange(t)[None, :] - peak[:, None]) <= seasonal.INCIDENT
+        neg[near] = np.inf
+        valid = np.count_nonzero(np.isfinite(neg), axis=1)
+        rank = np.maximum(np.ceil(share * valid).astype(np.int64), 1)  # 1: the largest
+        most = min(int(np.ceil(share * t)) + 1, t)  # no row's rank is above it
+        top = np.sort(np.partition(neg, most - 1, axis=1)[:, :most], axis=1)
+        at = -np.take_along_axis(top, np.minimum(rank, most)[:, None] - 1, axis=1)[:, 0]
+        beyond = (valid >= MIN_POINTS) & np.isfinite(at) & (at > 1.0)
+        return np.where(beyond, _SELF_MARGIN * at, 1.0)
 
     def _recent(
         self, context: SeriesBatch, known: npt.NDArray[np.bool_], safe: IntArray
