@@ -464,27 +464,6 @@ class LeaseContract:
             store.begin("p", 160, 220, owner="a")
         assert store.state("p").last_end is None and store.state("p").pending == (100, 160)
 
-    def test_a_fenced_advance_moves_checkpoint_and_journal_together(self, backend: Backend) -> None:
-        # "a" stalls past its lease and commits; "b" takes the lease over as early as it can,
-        # right after a's first write. Checkpoint and journal must move as one: both or none.
-        if backend.interleave is None:
-            pytest.skip("one lock around every call: no point between two writes")
-        clock = Clock()
-        store, other = backend.new(clock), backend.new(clock)
-        store.acquire("p", "a", ttl=60)
-        store.begin("p", 100, 160, owner="a")
-        clock.now += 61
-        undo = backend.interleave(store, lambda: other.acquire("p", "b", ttl=60))
-        try:
-            store.advance("p", 160, owner="a")
-        except PipelineBusy:
-            pass
-        finally:
-            undo()
-        state = other.state("p")
-        assert (state.last_end, state.pending) in [(160, None), (None, (100, 160))]
-        assert state.owner == "b"
-
     def test_racing_acquires_have_one_winner(self, backend: Backend) -> None:
         # Each racer has its own store (connection), as processes do; every round the lease
         # is free or expired, so every racer may take it and only one must.
@@ -501,6 +480,31 @@ class LeaseContract:
             run_threads(4, take)
             assert len(won) == 1, f"round {round_}: {won} all hold the lease"
             assert stores[0].state("p").owner == f"owner{won[0]}-{round_}"
+
+
+class InterleavedLeaseContract:
+    """The database stores, where another process's write can land between two of a store's
+    statements (the memory fake holds one lock around every call: there is no such point)."""
+
+    def test_a_fenced_advance_moves_checkpoint_and_journal_together(self, backend: Backend) -> None:
+        # "a" stalls past its lease and commits; "b" takes the lease over as early as it can,
+        # right after a's first write. Checkpoint and journal must move as one: both or none.
+        assert backend.interleave is not None
+        clock = Clock()
+        store, other = backend.new(clock), backend.new(clock)
+        store.acquire("p", "a", ttl=60)
+        store.begin("p", 100, 160, owner="a")
+        clock.now += 61
+        undo = backend.interleave(store, lambda: other.acquire("p", "b", ttl=60))
+        try:
+            store.advance("p", 160, owner="a")
+        except PipelineBusy:
+            pass
+        finally:
+            undo()
+        state = other.state("p")
+        assert (state.last_end, state.pending) in [(160, None), (None, (100, 160))]
+        assert state.owner == "b"
 
 
 # -- OutcomeStore ------------------------------------------------------------------------------

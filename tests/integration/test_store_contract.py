@@ -31,6 +31,7 @@ from tests.store_contract import (
     ArtifactContract,
     Backend,
     Clock,
+    InterleavedLeaseContract,
     JobHistoryContract,
     LeaseContract,
     OutcomeContract,
@@ -49,6 +50,7 @@ class TestPostgres(
     SourcedPipelineStoreContract,
     RegistryContract,
     LeaseContract,
+    InterleavedLeaseContract,
     OutcomeContract,
     JobHistoryContract,
 ):

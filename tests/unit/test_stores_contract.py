@@ -43,6 +43,7 @@ from tests.store_contract import (
     Backend,
     Clock,
     Interleave,
+    InterleavedLeaseContract,
     JobHistoryContract,
     LeaseContract,
     MissingArtifactContract,
@@ -138,6 +139,7 @@ class TestSqlite(
     SourcedPipelineStoreContract,
     RegistryContract,
     LeaseContract,
+    InterleavedLeaseContract,
     OutcomeContract,
     JobHistoryContract,
 ):
@@ -336,6 +338,7 @@ class TestMongomock(
     SourcedPipelineStoreContract,
     RegistryContract,
     LeaseContract,
+    InterleavedLeaseContract,
     OutcomeContract,
     JobHistoryContract,
 ):
