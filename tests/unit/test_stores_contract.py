@@ -352,6 +352,21 @@ class TestMongomock(
         )
 
 
+def test_a_released_claim_leaves_no_mongo_document_and_a_pipeline_keeps_its_own() -> None:
+    import mongomock
+
+    client: Any = mongomock.MongoClient()
+    store = MongoStore(client=client, database="oa")
+    for key in ("job:infer:p#0:120", "p"):
+        assert store.acquire(key, "a", ttl=60)
+    store.begin("p", 60, 120, owner="a")
+    store.advance("p", 120, owner="a")
+    for key in ("job:infer:p#0:120", "p"):
+        store.release(key, "a")
+    assert [d["_id"] for d in client["oa"].windows.find()] == ["p"]
+    assert store.state("p").last_end == 120 and store.state("p").owner is None
+
+
 def test_mongo_store_errors_name_the_database_without_its_password() -> None:
     store = MongoStore("mongodb://oa:mongo-secret@127.0.0.1:1/oa?serverSelectionTimeoutMS=200")
     try:

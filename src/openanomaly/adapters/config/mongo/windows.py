@@ -92,7 +92,13 @@ class MongoWindows(MongoBase):
         return True
 
     def release(self, pipeline_id: str, owner: str) -> None:
+        # A document that holds only the lease (a job's claim on its work: one per window) is
+        # deleted, or the collection would keep one for every window ever claimed; a pipeline's
+        # keeps its checkpoint and journal.
+        lease_only = {"_id": pipeline_id, "owner": owner, "last_end": {"$exists": False}}
         with self._use() as db:
+            if db.windows.delete_one(lease_only | {"pending": {"$exists": False}}).deleted_count:
+                return
             db.windows.update_one(
                 {"_id": pipeline_id, "owner": owner}, {"$unset": {"owner": "", "expires_at": ""}}
             )
