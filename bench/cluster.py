@@ -60,10 +60,13 @@ class Timed:
         return [(r.ended_at or 0.0) - (r.started_at or 0.0) for r in self.rows]
 
 
-def start(tmp: Path, tsdb: TsdbServer) -> tuple[Cluster, Redis]:
+def start(tmp: Path, tsdb: TsdbServer, *, preload: bool = True) -> tuple[Cluster, Redis]:
+    """The workers' cluster (none started yet); ``preload``: False sets ``preload_engines`` to
+    none, to see what a fresh pool process's first job costs without it."""
     require("redis")
     redis = Redis(f"redis://{HOST}:{PORTS['redis']}/0", f"oa-bench-{uuid.uuid4().hex[:10]}")
-    return Cluster(tmp, tsdb, redis.url, redis.prefix, extra=dict(THREADS)), redis
+    extra = THREADS | ({} if preload else {"OA_PRELOAD_ENGINES": "[]"})
+    return Cluster(tmp, tsdb, redis.url, redis.prefix, extra=extra), redis
 
 
 def add_worker(cluster: Cluster) -> Worker:
@@ -138,9 +141,11 @@ def warm(
     metric: str,
     now: int,
     step: int,
-) -> int:
+) -> tuple[int, float]:
     """Run a training of each of ``specs`` (pipeline specs) and an inference window of the
-    first on every worker's pool process, on ``metric``'s tiny pipeline; returns the rounds.
+    first on every worker's pool process, on ``metric``'s tiny pipeline; returns the rounds
+    and the seconds of the first round's first training (the slowest shard's; a fresh pool
+    process's first job).
 
     A round submits one job per worker and shard at once (idle workers with a prefetch of one
     take one each); rounds repeat, on fresh pipelines (a pipeline's checkpoint is past the
@@ -157,9 +162,11 @@ def warm(
             cluster.put(p)
             done = run(cluster, dispatcher, train_jobs(p, now - 2 * step))
             seen[f"train {k}"] = {int((r.worker or ":0").rsplit(":", 1)[1]) for r in done.rows}
+            if rounds == 1 and k == 0:
+                first = max(done.took())
             if k == 0:
                 done = run(cluster, dispatcher, infer_jobs(p, now - 2 * step, now - step))
                 seen["infer"] = {int((r.worker or ":0").rsplit(":", 1)[1]) for r in done.rows}
         if all(pids <= ran for ran in seen.values()):
-            return rounds
+            return rounds, first
     raise SystemExit(f"the workers were not all warm after {rounds} rounds:\n{cluster.logs()}")

@@ -161,27 +161,31 @@ def scenario_a(url: str, now: int, n: int, shards: int, flush: Callable[[], None
     )
 
 
-def scenario_b(server: TsdbServer, tmp: Path, now: int, *, ets_n: int, infer_n: int) -> None:
+def scenario_b(
+    server: TsdbServer, tmp: Path, now: int, *, ets_n: int, infer_n: int, preload: bool = True
+) -> None:
     print(
         f"(b) one worker against two worker processes (two shards): openanomaly worker on "
-        f"Celery/Redis, concurrency 1 each (load {load_avg()})"
+        f"Celery/Redis, concurrency 1 each, engines preloaded: {preload} (load {load_avg()})"
     )
     ets_metric = f"scale_ets_{ets_n}"
     load(server.url, ets_metric, ets_n, now - HISTORY, now)
     warm_metric = loaded(server.url, workers.WARM_SERIES, now, server.flush)
     infer_metric = loaded(server.url, infer_n, now, server.flush)
     (tmp / "cluster").mkdir()
-    cluster, redis = workers.start(tmp / "cluster", server)
+    cluster, redis = workers.start(tmp / "cluster", server, preload=preload)
     figures: dict[int, tuple[workers.Timed, workers.Timed]] = {}
     try:
         with cluster.dispatcher() as d:
             for n in (1, 2):
                 workers.add_worker(cluster)
-                rounds = workers.warm(
+                rounds, first = workers.warm(
                     cluster, d, [spec(ETS), spec(BUILTIN)], metric=warm_metric, now=now, step=STEP
                 )
                 print(
-                    f"  {n} worker{'s' * (n > 1)}, warm after {rounds} round(s) (load {load_avg()})"
+                    f"  {n} worker{'s' * (n > 1)}: warm after {rounds} round(s); the first job "
+                    f"of a fresh pool process (AutoETS, {workers.WARM_SERIES} series) took "
+                    f"{first:.1f}s (load {load_avg()})"
                 )
                 ets = cluster.put(pipeline(ets_metric, n, ETS))
                 train = workers.run(cluster, d, workers.train_jobs(ets, now - 2 * STEP))
@@ -239,6 +243,9 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4, help="(a)")
     ap.add_argument("--ets-series", type=int, default=2000, help="(b); 0: skip (b)")
     ap.add_argument("--infer-series", type=int, default=100_000, help="(b)")
+    ap.add_argument(
+        "--no-preload", action="store_true", help="(b): workers with OA_PRELOAD_ENGINES='[]'"
+    )
     for hidden in ("--url", "--metric"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     for hidden in ("--now", "--index"):
@@ -258,7 +265,14 @@ def main() -> None:
             if args.series:
                 scenario_a(server.url, now, args.series, args.shards, server.flush)
             if args.ets_series:
-                scenario_b(server, Path(tmp), now, ets_n=args.ets_series, infer_n=args.infer_series)
+                scenario_b(
+                    server,
+                    Path(tmp),
+                    now,
+                    ets_n=args.ets_series,
+                    infer_n=args.infer_series,
+                    preload=not args.no_preload,
+                )
         finally:
             server.stop()
 
