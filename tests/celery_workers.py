@@ -4,6 +4,7 @@ API would use, in the test process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -117,7 +118,9 @@ class Cluster:
         """The settings of a process that submits jobs (the API's), from the same variables."""
         env = {k[3:].lower(): v for k, v in self.env().items() if k.startswith("OA_")}
         nested: dict[str, Any] = {}
-        for key, value in env.items():
+        for key, text in env.items():
+            # JSON for a list or a mapping, as pydantic-settings reads such a variable
+            value = json.loads(text) if text[:1] in ("[", "{") else text
             head, _, tail = key.partition("__")
             if tail:
                 nested.setdefault(head, {})[tail] = value
