@@ -85,7 +85,7 @@ def run(cluster: Cluster, dispatcher: CeleryDispatcher, jobs: Sequence[Job]) -> 
     tsdb = process_cpu_seconds(cluster.tsdb.process.pid)
     began = time.perf_counter()
     ids = [dispatcher.submit(job) for job in jobs]
-    rows = cluster.wait_runs(ids)
+    rows = cluster.wait_runs(ids, timeout=1800)
     wall = time.perf_counter() - began
     bad = [r for r in rows if r.status != "ok"]
     if bad:
