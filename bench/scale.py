@@ -6,12 +6,14 @@ VictoriaMetrics, measured in one run.
     once. Each process first trains its shard, then its peak RSS is restarted (VmHWM) and the
     cycle measured: read (the whole query evaluated by the TSDB, the shard's series kept while
     the answer streams in), forecast, score, remote write.
-(b) On one worker and on two worker processes (two shards): the training of an expensive model
+(b) On one worker and on two worker processes (two shards), real ``openanomaly worker``
+    processes on Celery (``bench/cluster.py``): the training of an expensive model
     (statsforecast AutoETS, ``--ets-series`` series) and one inference cycle of
-    ``--infer-series`` series with the built-in profile; their times and the ratio.
+    ``--infer-series`` series with the built-in profile; their times (run history and wall
+    clock), phases, the CPU seconds of the workers and of the TSDB, and the ratios.
 
-Shards run as processes calling the Service directly (as a worker would run the job), not as
-Celery tasks. Figures come with the machine's load average: the cores are shared.
+The shards of (a) run as processes calling the Service directly (as a worker runs the job).
+Figures come with the machine's load average: the cores are shared.
 
     uv run python -m bench.scale
     uv run python -m bench.scale --series 20000 --ets-series 200 --infer-series 10000  # quick
@@ -30,8 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.servers import start_victoriametrics
+from tests.celery_workers import CLI
+from tests.servers import TsdbServer, start_victoriametrics
 
+from bench import cluster as workers
 from bench.throughput import STEP, container, load, reset_peak_rss, status_mb
 from openanomaly.domain.records import InferResult, InferWindow, ModelVersion
 from openanomaly.domain.shards import Shard
@@ -42,15 +46,21 @@ CONTEXT = 60
 PERIOD = 24 * STEP
 
 
+def spec(model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "step": STEP,
+        "train": {"window": 3600},
+        "infer": {"every": STEP, "context": CONTEXT * STEP},
+        "model": model,
+    }
+
+
 def pipeline(metric: str, shards: int, model: dict[str, Any]) -> Pipeline:
     return Pipeline.model_validate(
         {
-            "id": f"scale-{metric}-{shards}".replace("_", "-"),
+            **spec(model),
+            "id": f"{metric}-{shards}".replace("_", "-"),
             "query": metric,
-            "step": STEP,
-            "train": {"window": 3600},
-            "infer": {"every": STEP, "context": CONTEXT * STEP},
-            "model": model,
             "shards": shards,
         }
     )
@@ -61,9 +71,8 @@ ETS = {"engine": "statsforecast", "name": "AutoETS", "params": {"season_length":
 
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
-    """One process: train its shard (unless ``--no-train-time``) and run one cycle, or only
-    train (``--train-only``); its figures."""
-    p = pipeline(args.metric, args.shards, ETS if args.ets else BUILTIN)
+    """One process of (a): train its shard, then run one cycle; its figures."""
+    p = pipeline(args.metric, args.shards, BUILTIN)
     shard = Shard(args.index, args.shards)
     c = container(args.url, p)
     began = time.perf_counter()
@@ -71,29 +80,25 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     assert isinstance(version, ModelVersion)
     out: dict[str, Any] = {"train": time.perf_counter() - began, "train_rss": status_mb("VmHWM")}
     out["series"] = version.series
-    if not args.train_only:
-        reset_peak_rss()
-        began = time.perf_counter()
-        job = InferWindow(p.id, args.now - 2 * STEP, args.now - STEP, shard=args.index)
-        r = c.service.run(job)
-        assert isinstance(r, InferResult)
-        out |= {
-            "cycle": time.perf_counter() - began,
-            "cycle_rss": status_mb("VmHWM"),
-            "samples": r.samples_written,
-            "phases": r.timings,
-        }
+    reset_peak_rss()
+    began = time.perf_counter()
+    job = InferWindow(p.id, args.now - 2 * STEP, args.now - STEP, shard=args.index)
+    r = c.service.run(job)
+    assert isinstance(r, InferResult)
+    out |= {
+        "cycle": time.perf_counter() - began,
+        "cycle_rss": status_mb("VmHWM"),
+        "samples": r.samples_written,
+        "phases": r.timings,
+    }
     c.close()
     return out
 
 
-def processes(
-    url: str, metric: str, now: int, shards: int, *, ets: bool = False, train_only: bool = False
-) -> tuple[float, list[dict[str, Any]]]:
+def processes(url: str, metric: str, now: int, shards: int) -> tuple[float, list[dict[str, Any]]]:
     """Run every shard of the pipeline in its own process, all at once: wall time, figures."""
     argv = [sys.executable, "-m", "bench.scale", "--url", url, "--metric", metric]
     argv += ["--now", str(now), "--shards", str(shards)]
-    argv += ["--ets"] * ets + ["--train-only"] * train_only
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     began = time.perf_counter()
     running = [
@@ -156,29 +161,79 @@ def scenario_a(url: str, now: int, n: int, shards: int, flush: Callable[[], None
     )
 
 
-def scenario_b(url: str, now: int, ets_n: int, infer_n: int, flush: Callable[[], None]) -> None:
-    print(f"(b) one worker vs two worker processes (two shards) (load {load_avg()})")
-    metric = f"scale_ets_{ets_n}"
-    load(url, metric, ets_n, now - HISTORY, now)
-    flush()
-    one, _ = processes(url, metric, now, 1, ets=True, train_only=True)
-    two, outs = processes(url, metric, now, 2, ets=True, train_only=True)
-    fits = ", ".join(f"{o['train']:.1f}s" for o in outs)
+def scenario_b(
+    server: TsdbServer, tmp: Path, now: int, *, ets_n: int, infer_n: int, preload: bool = True
+) -> None:
     print(
-        f"  training statsforecast AutoETS on {ets_n:,} series: 1 worker {one:.1f}s, "
-        f"2 workers {two:.1f}s (shards {fits}): {one / two:.2f}x (load {load_avg()})",
-        flush=True,
+        f"(b) one worker against two worker processes (two shards): openanomaly worker on "
+        f"Celery/Redis, concurrency 1 each, engines preloaded: {preload} (load {load_avg()})"
     )
-    metric = loaded(url, infer_n, now, flush)
-    _, (single,) = processes(url, metric, now, 1)
-    _, pair = processes(url, metric, now, 2)
-    slow = max(o["cycle"] for o in pair)
-    print(
-        f"  one inference cycle of builtin/profile on {infer_n:,} series: 1 worker "
-        f"{single['cycle']:.1f}s ({single['cycle_rss']:,.0f} MB), 2 workers {slow:.1f}s "
-        f"({max(o['cycle_rss'] for o in pair):,.0f} MB each at most): "
-        f"{single['cycle'] / slow:.2f}x (load {load_avg()})",
-        flush=True,
+    ets_metric = f"scale_ets_{ets_n}"
+    load(server.url, ets_metric, ets_n, now - HISTORY, now)
+    warm_metric = loaded(server.url, workers.WARM_SERIES, now, server.flush)
+    infer_metric = loaded(server.url, infer_n, now, server.flush)
+    (tmp / "cluster").mkdir()
+    cluster, redis = workers.start(tmp / "cluster", server, preload=preload)
+    figures: dict[int, tuple[workers.Timed, workers.Timed]] = {}
+    try:
+        with cluster.dispatcher() as d:
+            for n in (1, 2):
+                workers.add_worker(cluster)
+                rounds, first = workers.warm(
+                    cluster, d, [spec(ETS), spec(BUILTIN)], metric=warm_metric, now=now, step=STEP
+                )
+                print(
+                    f"  {n} worker{'s' * (n > 1)}: warm after {rounds} round(s); the first job "
+                    f"of a fresh pool process (AutoETS, {workers.WARM_SERIES} series) took "
+                    f"{first:.1f}s (load {load_avg()})"
+                )
+                ets = cluster.put(pipeline(ets_metric, n, ETS))
+                train = workers.run(cluster, d, workers.train_jobs(ets, now - 2 * STEP))
+                print(f"    training AutoETS on {ets_n:,} series: {described(train)}", flush=True)
+                profile = cluster.put(pipeline(infer_metric, n, BUILTIN))
+                fit = workers.run(cluster, d, workers.train_jobs(profile, now - 2 * STEP))
+                print(f"    (training builtin/profile on {infer_n:,} series: {described(fit)})")
+                window = workers.infer_jobs(profile, now - 2 * STEP, now - STEP)
+                cycle = workers.run(cluster, d, window)
+                print(
+                    f"    one inference cycle on {infer_n:,} series: {described(cycle)}", flush=True
+                )
+                figures[n] = (train, cycle)
+        jobs = subprocess.run(
+            [str(CLI), "jobs", "--kind", "train", "--limit", "3"],
+            env={**cluster.env(), "COLUMNS": "200"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        print("  openanomaly jobs --kind train --limit 3:\n" + jobs.stdout.rstrip())
+    finally:
+        cluster.close()
+        redis.clean()
+    for label, k in (("training AutoETS", 0), ("one inference cycle", 1)):
+        one, two = figures[1][k], figures[2][k]
+        print(
+            f"  ratio, {label}: {one.span / two.span:.2f}x by the run history "
+            f"({one.span:.1f}s / {two.span:.1f}s), {one.wall / two.wall:.2f}x by the wall clock "
+            f"(load {load_avg()})",
+            flush=True,
+        )
+
+
+def described(t: workers.Timed) -> str:
+    """A batch's times, phases, CPU and memory on one line."""
+    took = ", ".join(f"{s:.1f}" for s in t.took())
+    phases = "; ".join(
+        " ".join(f"{k} {v:.1f}s" for k, v in p.items() if k != "fit")  # fit: read + model
+        for p in t.phases
+    )
+    cores = sum(t.cpu) / t.wall
+    return (
+        f"{t.span:.1f}s by the run history (jobs {took}s on {len(set(r.worker for r in t.rows))} "
+        f"process(es)), wall {t.wall:.1f}s | phases {phases} | CPU workers "
+        f"{' + '.join(f'{c:.1f}' for c in t.cpu)} s ({cores:.2f} cores), TSDB {t.tsdb_cpu:.1f} s | "
+        f"peak RSS {' / '.join(f'{m:,.0f}' for m in t.peak_mb)} MB (load {load_avg()})"
     )
 
 
@@ -188,12 +243,13 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4, help="(a)")
     ap.add_argument("--ets-series", type=int, default=2000, help="(b); 0: skip (b)")
     ap.add_argument("--infer-series", type=int, default=100_000, help="(b)")
+    ap.add_argument(
+        "--no-preload", action="store_true", help="(b): workers with OA_PRELOAD_ENGINES='[]'"
+    )
     for hidden in ("--url", "--metric"):
         ap.add_argument(hidden, help=argparse.SUPPRESS)
     for hidden in ("--now", "--index"):
         ap.add_argument(hidden, type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--ets", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--train-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.url:
         print(json.dumps(child(args)))
@@ -209,7 +265,14 @@ def main() -> None:
             if args.series:
                 scenario_a(server.url, now, args.series, args.shards, server.flush)
             if args.ets_series:
-                scenario_b(server.url, now, args.ets_series, args.infer_series, server.flush)
+                scenario_b(
+                    server,
+                    Path(tmp),
+                    now,
+                    ets_n=args.ets_series,
+                    infer_n=args.infer_series,
+                    preload=not args.no_preload,
+                )
         finally:
             server.stop()
 

@@ -4,6 +4,7 @@ API would use, in the test process."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,7 +25,9 @@ from openanomaly.adapters.celery.app import claim_ttls, make_app
 from openanomaly.adapters.config.sql import SqlStore
 from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
+from openanomaly.domain.records import JobRun
 from openanomaly.domain.spec import Pipeline
+from openanomaly.errors import NotFound
 from openanomaly.settings import Settings
 from openanomaly.synthetic import as_output, seasonal_panel
 from tests.cluster_servers import Redis
@@ -75,6 +78,11 @@ class Worker:
         text = self.log.read_text(errors="replace")
         return text if tail is None else text[-tail:]
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the worker and its pool processes have used so far."""
+        pids = [self.proc.pid, *pool_processes(self.proc.pid)]
+        return sum(process_cpu_seconds(pid) for pid in pids)
+
 
 @dataclass
 class Cluster:
@@ -110,7 +118,9 @@ class Cluster:
         """The settings of a process that submits jobs (the API's), from the same variables."""
         env = {k[3:].lower(): v for k, v in self.env().items() if k.startswith("OA_")}
         nested: dict[str, Any] = {}
-        for key, value in env.items():
+        for key, text in env.items():
+            # JSON for a list or a mapping, as pydantic-settings reads such a variable
+            value = json.loads(text) if text[:1] in ("[", "{") else text
             head, _, tail = key.partition("__")
             if tail:
                 nested.setdefault(head, {})[tail] = value
@@ -158,6 +168,10 @@ class Cluster:
                 "model": {"engine": "builtin", "name": "zscore"},
             }
         )
+        return self.put(spec)
+
+    def put(self, spec: Pipeline) -> Pipeline:
+        """Store ``spec`` in the shared config store, where every worker reads it."""
         store = self.store()
         try:
             store.put(spec)
@@ -180,6 +194,23 @@ class Cluster:
                 return
             time.sleep(0.5)
         pytest.fail(f"{pipeline_id} was not scored up to {end} in {timeout} s:\n{self.logs()}")
+
+    def wait_runs(self, job_ids: list[str], timeout: float = 600) -> list[JobRun]:
+        """The run history's rows of ``job_ids`` once every one has ended (in that order)."""
+        store = self.store()
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                rows = []
+                for job_id in job_ids:
+                    with suppress(NotFound):
+                        rows.append(store.get_run(job_id))
+                if len(rows) == len(job_ids) and all(r.ended_at for r in rows):
+                    return rows
+                time.sleep(0.2)
+        finally:
+            store.close()
+        pytest.fail(f"jobs {job_ids} did not end in {timeout} s:\n{self.logs()}")
 
     def logs(self) -> str:
         return "\n".join(f"--- {w.log.name}\n{w.logs()}" for w in self.workers)
@@ -209,6 +240,17 @@ def cluster(redis_server: Redis, victoriametrics: TsdbServer, tmp_path: Path) ->
     c = Cluster(tmp_path, victoriametrics, redis_server.url, redis_server.prefix)
     yield c
     c.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and of its children that it has waited for (a
+    replaced pool process); 0 for a process that has gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    # utime, stime, cutime, cstime: fields 14-17 of proc(5), 12-15 after "pid (comm) state"
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def pool_processes(pid: int) -> list[int]:

@@ -247,6 +247,8 @@ class Settings(BaseSettings):
     # Where `openanomaly worker` and `openanomaly beat` serve /healthz and /metrics (0: none).
     health_port: int = Field(9101, ge=0, le=65535)
     workers: int = Field(4, ge=1, le=256)
+    # Engines whose libraries `openanomaly worker` imports before its pool processes fork.
+    preload_engines: list[str] = Field(default_factory=lambda: ["statsforecast"])
     # Seconds between the scheduler's re-reads of the pipeline store (API changes show up then).
     pipeline_sync_every: float = Field(10.0, gt=0)
     # Fitted models kept loaded per worker process, by (pipeline, version).

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -174,3 +175,15 @@ def test_a_tsdb_outage_is_retried_with_backoff_until_the_tsdb_is_back(cluster: C
 
 
 __all__ = ["cluster"]  # the fixture, imported to be used here
+
+
+def test_pool_processes_start_with_the_preloaded_engines_library(cluster: Cluster) -> None:
+    """statsforecast (``preload_engines``' default) is imported before the pool forks: a pool
+    process that has run no task yet has its compiled library mapped, so its first training
+    does not pay the import (about 9 CPU-seconds) inside its time limit."""
+    worker = cluster.start_worker("preload", "--concurrency", "1")
+    worker.wait_ready()
+    (pool,) = pool_processes(worker.proc.pid)
+    assert "statsforecast/_lib" in Path(f"/proc/{pool}/maps").read_text()
+    assert "engines preloaded: statsforecast" in worker.logs()
+    assert worker.stop() == 0

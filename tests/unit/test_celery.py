@@ -4,6 +4,7 @@ eagerly, in this process), the worker's queues and its health server."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from billiard.exceptions import (  # type: ignore[import-untyped]
 )
 from kombu.exceptions import OperationalError
 
+from openanomaly import engines
 from openanomaly.adapters.celery import tasks
 from openanomaly.adapters.celery.app import claim_ttls, make_app, visibility_timeout
 from openanomaly.adapters.celery.health import HealthServer
@@ -413,3 +415,21 @@ def test_healthz_answers_503_until_consuming_and_metrics_serve_the_page() -> Non
         assert httpx.get(f"{url}/nope").status_code == 404
     finally:
         server.stop()
+
+
+def test_preload_imports_the_engines_libraries_and_skips_what_is_not_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a worker imports before its pool forks: the library an engine declares, now; an
+    unknown engine, or one whose library is not installed, is skipped, not fatal."""
+    (tmp_path / "oa_fake_engine.py").write_text('LIBRARY = ("oa_fake_library",)\n')
+    (tmp_path / "oa_broken_engine.py").write_text('LIBRARY = ("oa_not_installed",)\n')
+    (tmp_path / "oa_fake_library.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(engines.ENGINES, "fake", "oa_fake_engine")
+    monkeypatch.setitem(engines.ENGINES, "broken", "oa_broken_engine")
+    monkeypatch.delitem(sys.modules, "oa_fake_library", raising=False)
+
+    assert engines.preload(["fake", "broken", "unknown"]) == ["fake"]
+    assert "oa_fake_library" in sys.modules
+    assert Settings().preload_engines == ["statsforecast"]

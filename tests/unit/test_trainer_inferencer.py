@@ -1,5 +1,7 @@
 """Trainer, Inferencer, windows and backtest against the in-memory fakes."""
 
+import logging
+import re
 from typing import Any, Self
 
 import numpy as np
@@ -77,6 +79,26 @@ def test_train_saves_artifact_and_activates_version(world: dict[str, Any]) -> No
     assert v.train_end - v.train_start == 7200
     again = world["trainer"].train(p, end=T0 + 3 * 3600)
     assert again.version == v.version  # same window -> same version id (retry-safe)
+
+
+def test_training_and_window_log_their_phases(
+    world: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where a job's time went is in its log line (``name=<seconds>s``): the scale bench and an
+    operator reading a worker's log take the phases from there."""
+    p = pipeline()
+    with caplog.at_level(logging.INFO, logger="openanomaly.services"):
+        world["trainer"].train(p, end=T0 + 3 * 3600)
+        world["inferencer"].infer(p, T0 + 3 * 3600, T0 + 3 * 3600 + 300)
+    trained, inferred = (
+        next(r.getMessage() for r in caplog.records if r.getMessage().startswith(verb))
+        for verb in ("trained", "inferred")
+    )
+    phase = r"=\d+\.\d\ds\b"
+    for name in ("fit", "read", "model", "save"):
+        assert re.search(rf"\b{name}{phase}", trained), trained
+    for name in ("read", "model", "score", "write"):
+        assert re.search(rf"\b{name}{phase}", inferred), inferred
 
 
 def test_train_without_data_raises_nodata(world: dict[str, Any]) -> None:

@@ -1,8 +1,10 @@
-"""Text that is echoed in logs and error messages: long queries cut, URL credentials masked."""
+"""Text that is echoed in logs and error messages: long queries cut, URL credentials masked,
+phase timings."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _USERINFO = re.compile(r"(?<=//)([^/@\s]*)@")
 
@@ -22,3 +24,9 @@ def mask_url(url: str) -> str:
         return f"{user}:***@" if sep else "***@"
 
     return _USERINFO.sub(hide, url)
+
+
+def phases(timings: Mapping[str, float]) -> str:
+    """``{"read": 1.234, "fit": 5.0}`` -> ``read=1.23s fit=5.00s``: where a job's time went, in
+    its log line (a reader of worker logs, the scale bench, parses them as ``name=<s>s``)."""
+    return " ".join(f"{name}={seconds:.2f}s" for name, seconds in timings.items())

@@ -15,15 +15,19 @@ Engines share ``base.py``; the factory wraps them in ``floor.ProfileFloor``.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, cast
 
 from pydantic import SecretStr
 
 from openanomaly.domain.spec import ModelSpec
+from openanomaly.engines.base import require
 from openanomaly.engines.floor import ProfileFloor
-from openanomaly.errors import EngineError, UnknownModel
+from openanomaly.errors import EngineError, EngineNotInstalled, UnknownModel
 from openanomaly.ports import ModelEngine
+
+log = logging.getLogger(__name__)
 
 ENGINES: dict[str, str] = {
     "builtin": "openanomaly.engines.builtin",
@@ -50,6 +54,24 @@ class EngineModule(Protocol):
     ) -> ModelEngine: ...
 
     def loads(self, data: bytes, *, step: int, **options: Any) -> ModelEngine: ...
+
+
+def preload(engines: Iterable[str]) -> list[str]:
+    """Import ``engines``' modules and the libraries they declare (``LIBRARY``) now, in this
+    process: ``openanomaly worker`` does it before its pool forks, so that no pool process
+    (a new one, or one replaced after a crash or a hard time limit) pays seconds of imports in
+    its first job and inside that job's time limit. An unknown engine, or one whose extra is
+    not installed, is skipped with a log line (its pipelines fail as they would anyway).
+    Returns the engines imported."""
+    done = []
+    for engine in engines:
+        try:
+            require(engine, *getattr(engine_module(engine), "LIBRARY", ()))
+        except (UnknownModel, EngineNotInstalled) as exc:
+            log.info("engine %s not preloaded: %s", engine, exc)
+            continue
+        done.append(engine)
+    return done
 
 
 def engine_module(engine: str) -> EngineModule:
@@ -126,4 +148,11 @@ def _floored(spec: ModelSpec) -> bool:
     return spec.band_floor == "profile" and spec.engine not in UNFLOORED
 
 
-__all__ = ["ENGINES", "UNFLOORED", "DefaultEngineFactory", "EngineModule", "engine_module"]
+__all__ = [
+    "ENGINES",
+    "UNFLOORED",
+    "DefaultEngineFactory",
+    "EngineModule",
+    "engine_module",
+    "preload",
+]

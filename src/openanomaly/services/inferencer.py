@@ -23,6 +23,7 @@ from openanomaly.domain.records import InferResult, InferWindow, ModelVersion, O
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.shards import WHOLE, Shard
 from openanomaly.domain.spec import Pipeline, spec_hash
+from openanomaly.domain.text import phases
 from openanomaly.domain.trust import HISTORY_KEY, untrusted_reason
 from openanomaly.domain.windows import points_between, windows
 from openanomaly.errors import WriteUncertain
@@ -124,7 +125,7 @@ class Inferencer:
         roll_up(self._checkpoints, pipeline)
         log.info(
             "inferred pipeline=%s range=(%d,%d] windows=%d series=%d points=%d anomalies=%d "
-            "cold=%d samples=%d recovered=%d",
+            "cold=%d samples=%d recovered=%d %s",
             key,
             result.start,
             end,
@@ -135,6 +136,7 @@ class Inferencer:
             result.cold_series,
             result.samples_written,
             result.recovered,
+            phases(result.timings),
         )
         return result
 

@@ -33,6 +33,7 @@ from openanomaly.adapters.celery import tasks
 from openanomaly.adapters.celery.app import KINDS, make_app, queue_name, rabbitmq_warning
 from openanomaly.adapters.celery.health import HealthServer
 from openanomaly.domain.text import mask_url
+from openanomaly.engines import preload
 from openanomaly.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ PRELOAD = (
     "openanomaly.engines",
 )
 """Imported before the pool forks (opening nothing), so that a pool process's first task does
-not spend seconds importing pandas and SQLAlchemy, and a replaced process starts warm."""
+not spend seconds importing pandas and SQLAlchemy, and a replaced process starts warm; the
+libraries of ``settings.preload_engines`` too (``engines.preload``)."""
 
 
 def run_worker(settings: Settings, *, kinds: Sequence[str], concurrency: int | None = None) -> int:
@@ -129,6 +131,7 @@ def run_worker(settings: Settings, *, kinds: Sequence[str], concurrency: int | N
     metrics_dir, own_dir = _multiprocess_dir()
     for module in PRELOAD:
         importlib.import_module(module)
+    preloaded = preload(settings.preload_engines)
     app = make_app(settings)
     tasks.use_settings(settings)
     queues = [queue_name(settings, kind) for kind in kinds]
@@ -154,10 +157,11 @@ def run_worker(settings: Settings, *, kinds: Sequence[str], concurrency: int | N
     )
     broker = settings.celery.broker.get_secret_value() if settings.celery.broker else ""
     log.info(
-        "worker on %s: queues %s, %d processes",
+        "worker on %s: queues %s, %d processes, engines preloaded: %s",
         mask_url(broker),
         ", ".join(queues),
         concurrency or settings.workers,
+        ", ".join(preloaded) or "none",
     )
     try:
         worker.start()

@@ -68,8 +68,12 @@ _MIN_CONTEXT = 3  # points a forward() needs at least
 _ETS_MAX_SEASON = 24  # statsforecast's ETS cannot fit longer seasons (as R's forecast::ets)
 
 
+LIBRARY = ("statsforecast.models",)
+"""What ``engines.preload`` imports: about 9 CPU-seconds (scipy, statsmodels, numba)."""
+
+
 def _import_models() -> Any:
-    return require("statsforecast", "statsforecast.models")[0]
+    return require("statsforecast", *LIBRARY)[0]
 
 
 @dataclass(frozen=True)
