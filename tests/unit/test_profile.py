@@ -100,8 +100,24 @@ def test_one_spike_does_not_widen_the_band_a_recurring_one_does() -> None:
     assert upper[0] == pytest.approx(upper[1])
 
 
+def test_a_spike_that_recurred_within_90_points_is_covered() -> None:
+    # The memory looks back 90 points (7.5 hours at NAB's 5-minute steps; 60 flagged bursts
+    # that recur every 5-7 hours at each recurrence, costing rows outside the labelled windows).
+    rng = np.random.default_rng(3)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    again = noise.copy()
+    again[[-80, -10]] = 40.0  # a spike 10 points ago, and the same one 80 points ago
+    ctx = batch([again[-96:]], start=again.size - 96)
+    ahead = np.array([T0 + again.size * STEP])
+    for memory, covered in ((90, True), (60, False)):
+        model = ProfileModel(step=STEP, season=None, memory=memory).fit(batch([noise]))
+        fc = model.predict(ctx, ahead, 0.999)
+        assert bool((40.0 - fc.yhat[0, 0]) / (fc.upper[0, 0] - fc.yhat[0, 0]) < 1.0) is covered
+    assert ProfileModel(step=STEP).memory == 90
+
+
 def test_bursts_that_keep_crossing_the_band_in_the_context_widen_it() -> None:
-    # A burst every 20 hours over the last 200 hours, none in the memory's last 60: the regime
+    # A burst every 20 hours over the last 200 hours, the last 60 left out: the regime
     # crosses a band learnt on quiet weeks 7 times (3.5% of the points, 35x the 0.1% promised).
     rng = np.random.default_rng(11)
     noise = 20 + rng.normal(0, 1, 3 * WEEK)

@@ -217,7 +217,7 @@ class ProfileModel(KeyIndex, _Builtin):
         season: str | int | None = "auto",
         smooth: int | None = None,
         adapt: int = 30,
-        memory: int = 60,
+        memory: int = 90,
         onset: int = 2,
         spread_floor: float = 0.001,
     ) -> None:
