@@ -6,7 +6,9 @@ usable on real metrics (NAB-like: spiky, quantized, one-sided, seasonal or not).
 
 from __future__ import annotations
 
+import io
 from statistics import NormalDist
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from openanomaly.adapters.memory import MemoryMetrics
 from openanomaly.domain.series import SeriesBatch
 from openanomaly.domain.spec import ModelSpec, Pipeline
 from openanomaly.engines import DefaultEngineFactory
-from openanomaly.engines.builtin import MadModel, ProfileModel, loads
+from openanomaly.engines.builtin import _REGIME_POINTS, MadModel, ProfileModel, loads
 from openanomaly.engines.builtin.seasonal import TAIL_LEVELS, quantiles, tail_factor
 from openanomaly.engines.kernels.robust import z_score
 from openanomaly.errors import EngineError
@@ -235,6 +237,55 @@ def test_a_level_shift_in_the_training_window_is_one_incident() -> None:
     assert score(dirty, noise, 28.0) > 1.0
 
 
+def _regime_context(dense: int, mark: int, rng: np.random.Generator) -> np.ndarray:
+    """Two windows of quiet noise (below the 95% quantile) with ``dense`` values of 22.5 spread
+    over the last ``_REGIME_POINTS - 1`` points."""
+    quiet = np.minimum(20 + rng.normal(0, 1, 2 * _REGIME_POINTS - 1), 21.0)
+    quiet[-(_REGIME_POINTS - 1) :: max(1, (_REGIME_POINTS - 1) // max(dense, 1))][:dense] = 22.5
+    assert int(np.sum(quiet > 21.0)) == dense and dense < mark + 1
+    return quiet
+
+
+def test_a_regime_busier_than_any_training_window_alerts_once() -> None:
+    # 22.5 is 2.5 standard deviations out: inside the band, above the training 95% quantile.
+    # More such values in the last 48 points than any 48 training points held (by 2): the
+    # value that brings the count to that mark alerts; the next ones do not.
+    rng = np.random.default_rng(21)
+    model = ProfileModel(step=STEP, season=None).fit(batch([20 + rng.normal(0, 1, 3 * WEEK)]))
+    quantile, mark = model.regime_[0, 0]
+    assert 21.3 < quantile < 22.0 and 4 <= mark <= 12
+
+    def score_of(dense: int, value: float = 22.5) -> float:
+        ctx = _regime_context(dense, int(mark), np.random.default_rng(22))
+        n = ctx.size
+        fc = model.predict(
+            batch([ctx], start=3 * WEEK), np.array([T0 + (3 * WEEK + n) * STEP]), 0.999
+        )
+        return float((value - fc.yhat[0, 0]) / (fc.upper[0, 0] - fc.yhat[0, 0]))
+
+    assert score_of(0) < 1.0  # quiet: 22.5 is normal
+    assert score_of(int(mark) - 2) < 1.0  # busier, not yet beyond any training window
+    assert score_of(int(mark) - 1) > 1.0  # this value reaches the mark: a new regime
+    assert score_of(int(mark)) < 1.0  # the count was there a step ago: alerted once already
+    assert score_of(int(mark) - 1, value=21.0) < 1.0  # a value below the quantile is normal
+
+
+def test_an_artifact_saved_before_the_regime_check_still_scores() -> None:
+    rng = np.random.default_rng(23)
+    noise = 20 + rng.normal(0, 1, 3 * WEEK)
+    model = ProfileModel(step=STEP, season=None).fit(batch([noise]))
+    arrays: dict[str, Any] = {k: v for k, v in model._arrays().items() if k != "regime"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = loads(
+        model.pack({"arrays.npz": buf.getvalue()}, name="profile", params=model.get_params()),
+        step=STEP,
+    )
+    assert isinstance(old, ProfileModel) and np.all(np.isnan(old.regime_))
+    assert 0.0 < score(old, noise, 22.0) < 1.0
+    assert score(old, noise, 40.0) > 1.0
+
+
 def test_an_artifact_of_an_older_format_is_refused() -> None:
     rng = np.random.default_rng(10)
     model = ProfileModel(step=STEP, season=None).fit(batch([20 + rng.normal(0, 1, WEEK)]))
@@ -252,6 +303,7 @@ def test_round_trip_keeps_seasons_and_tails() -> None:
     assert isinstance(again, ProfileModel)
     np.testing.assert_array_equal(again.tails_, model.tails_)
     np.testing.assert_array_equal(again.season_, model.season_)
+    np.testing.assert_array_equal(again.regime_, model.regime_)
 
 
 def test_quantiles_and_tail_extrapolation() -> None:

@@ -52,6 +52,14 @@ _Z_MEMORY = z_score(0.999)  # the interval at which the band covers recent devia
 # the context (its last incident and the excursion under way left out) lies beyond it.
 _SELF_SHARE = 10.0
 _SELF_MARGIN = 1.1  # ...to cover that point with a margin: a value repeating it is not on the edge
+# The regime check: when the last ``_REGIME_POINTS`` points hold ``_REGIME_MARGIN`` more values
+# beyond the series' training quantile ``_REGIME_QUANTILE`` (one per side) than any as many
+# consecutive training points did, the band on that side narrows to that quantile, by at most
+# ``_REGIME_KEEP`` of its half-width (see ``_regime``).
+_REGIME_POINTS = 48
+_REGIME_QUANTILE = 0.95
+_REGIME_MARGIN = 2
+_REGIME_KEEP = 0.5
 
 
 class _Builtin(Engine):
@@ -175,6 +183,14 @@ class ProfileModel(KeyIndex, _Builtin):
     regime keeps crossing the band (bursts, a noisier day) stops alerting at each burst;
     NAB charges every flagged row outside a window. On clean data nothing changes.
 
+    Last, the regime check (``_regime``): the band judges each value on its own, so a series
+    that spends longer beyond its usual range than ever (more of the last ``_REGIME_POINTS``
+    values above its training 95% quantile, or below its 5% one, than any as many training
+    points held, by ``_REGIME_MARGIN``) may never cross it: busier bursts, a denser run of
+    spikes, a long dip. At the point where the count first reaches that mark, the band on that
+    side narrows to the quantile (keeping at least ``_REGIME_KEEP`` of its half-width), so
+    that a value beyond it scores above 1, once: not again while the count stays there.
+
     Unfitted, or for a series it has not seen, it uses the context alone: median, ``z`` times
     the MAD, and the same memory.
 
@@ -196,6 +212,8 @@ class ProfileModel(KeyIndex, _Builtin):
         tails_: ``(series, 2, levels)`` upper and lower error quantiles in units of spread.
         season_: ``(series,)`` chosen season in steps (1: no season).
         ref_: ``(series,)`` typical absolute level, the base of the relative floor.
+        regime_: ``(series, 2, 2)`` per side (upper, lower) the training quantile and how many
+            of ``_REGIME_POINTS`` values beyond it make a new regime (NaN: no check).
         known_: ``(series,)`` which series had data to learn from.
     """
 
@@ -208,6 +226,7 @@ class ProfileModel(KeyIndex, _Builtin):
     tails_: FloatArray
     season_: IntArray
     ref_: FloatArray
+    regime_: FloatArray
     known_: npt.NDArray[np.bool_]
 
     def __init__(
@@ -255,6 +274,7 @@ class ProfileModel(KeyIndex, _Builtin):
         check_unique(history.keys)
         n, tick = len(history), history.timestamps // self.step
         self.ref_ = np.abs(nanmedian(history.values))
+        self.regime_ = _regime_marks(history.values)
         floor = seasonal.band_floor(self.ref_, self.spread_floor)
         choice = np.zeros(n, dtype=np.int64)
         parts: list[tuple[IntArray, int, tuple[FloatArray, FloatArray, FloatArray]]] = []
@@ -335,6 +355,10 @@ class ProfileModel(KeyIndex, _Builtin):
         dev = (recent[:, width - self.memory :] - offset[:, None]) * (z / _Z_MEMORY)
         above = np.fmax(normal_up, _remembered(dev, normal_up, self.onset))
         below = np.fmax(normal_dn, _remembered(-dev, normal_dn, self.onset))
+        if known.any():
+            marks = np.where(known[:, None, None], self.regime_[safe], np.nan)
+            above = _regime(context.values, marks[:, 0], yhat, above, side=1.0)
+            below = _regime(context.values, marks[:, 1], yhat, below, side=-1.0)
         usable = (known | (count >= MIN_POINTS))[:, None]
         return Forecast(
             yhat, np.where(usable, yhat - below, np.nan), np.where(usable, yhat + above, np.nan)
@@ -411,6 +435,7 @@ class ProfileModel(KeyIndex, _Builtin):
             "tails": self.tails_,
             "season": self.season_,
             "ref": self.ref_,
+            "regime": self.regime_,
             "known": self.known_,
         }
 
@@ -420,6 +445,55 @@ class ProfileModel(KeyIndex, _Builtin):
             self.level_, self.spread_ = arrays["level"], arrays["spread"]
             self.tails_, self.season_ = arrays["tails"], arrays["season"]
             self.ref_, self.known_ = arrays["ref"], arrays["known"]
+            none = np.full((self.ref_.size, 2, 2), np.nan)  # saved before the regime check
+            self.regime_ = arrays.get("regime", none)
+
+
+def _regime_marks(values: FloatArray) -> FloatArray:
+    """Per series and side (upper, lower): the training quantile (``_REGIME_QUANTILE``, and
+    its mirror) and the most values beyond it that any ``_REGIME_POINTS`` consecutive training
+    points held, plus ``_REGIME_MARGIN`` (NaN with fewer points or no value)."""
+    n, t = values.shape
+    marks = np.full((n, 2, 2), np.nan)
+    seen = np.isfinite(values).any(axis=1)
+    if t < _REGIME_POINTS or not seen.any():
+        return marks
+    with np.errstate(invalid="ignore"):
+        q = np.nanquantile(values[seen], [_REGIME_QUANTILE, 1.0 - _REGIME_QUANTILE], axis=1).T
+    for side, beyond in enumerate((values[seen] > q[:, :1], values[seen] < q[:, 1:])):
+        marks[seen, side, 0] = q[:, side]
+        marks[seen, side, 1] = _window_counts(beyond).max(axis=1) + _REGIME_MARGIN
+    return marks
+
+
+def _window_counts(flags: npt.NDArray[np.bool_]) -> IntArray:
+    """Per row, the count of flags in each window of ``_REGIME_POINTS`` consecutive values,
+    ending at each position (shorter at the start)."""
+    total = np.cumsum(flags, axis=1, dtype=np.int64)
+    before = np.zeros_like(total)
+    before[:, _REGIME_POINTS:] = total[:, :-_REGIME_POINTS]
+    return np.asarray(total - before)
+
+
+def _regime(
+    values: FloatArray, marks: FloatArray, yhat: FloatArray, half: FloatArray, *, side: float
+) -> FloatArray:
+    """One side's half-width after the regime check (``side``: 1 upper, -1 lower; ``marks``:
+    ``(series, 2)`` that side's quantile and count, NaN for none). The count of the context's
+    last ``_REGIME_POINTS - 1`` values beyond the quantile, with the value to come, reaches the
+    mark, and no window of the context's last ``_REGIME_POINTS`` did: that side's edge moves to
+    the quantile, never closer to ``yhat`` than ``_REGIME_KEEP`` of its half-width."""
+    quantile, mark = marks[:, :1], marks[:, 1]
+    if values.shape[1] < _REGIME_POINTS - 1 or not np.isfinite(mark).any():
+        return half
+    with np.errstate(invalid="ignore"):
+        beyond = side * (values - quantile) > 0  # NaN: not beyond
+    counts = _window_counts(beyond[:, -(2 * _REGIME_POINTS - 1) :])
+    recent = beyond[:, -(_REGIME_POINTS - 1) :].sum(axis=1)
+    with np.errstate(invalid="ignore"):
+        crossing = (recent + 1 >= mark) & (counts[:, -_REGIME_POINTS:].max(axis=1) < mark)
+    edge = np.fmax(side * (quantile - yhat), _REGIME_KEEP * half)
+    return np.where(crossing[:, None], np.fmin(half, edge), half)
 
 
 def _remembered(dev: FloatArray, normal: FloatArray, onset: int) -> FloatArray:
