@@ -458,8 +458,7 @@ def _regime_marks(values: FloatArray) -> FloatArray:
     seen = np.isfinite(values).any(axis=1)
     if t < _REGIME_POINTS or not seen.any():
         return marks
-    with np.errstate(invalid="ignore"):
-        q = np.nanquantile(values[seen], [_REGIME_QUANTILE, 1.0 - _REGIME_QUANTILE], axis=1).T
+    q = seasonal.quantiles(values[seen], np.array([_REGIME_QUANTILE, 1.0 - _REGIME_QUANTILE]))
     for side, beyond in enumerate((values[seen] > q[:, :1], values[seen] < q[:, 1:])):
         marks[seen, side, 0] = q[:, side]
         marks[seen, side, 1] = _window_counts(beyond).max(axis=1) + _REGIME_MARGIN
