@@ -71,6 +71,10 @@ class Container:
     """Reads back what the outputs already hold (recovery, ``backtest --write``)."""
     history: JobHistory = field(default_factory=MemoryJobHistory)
     """The run history: the config store's (SQL, MongoDB), else kept in this process."""
+    claims: WorkClaims | None = None
+    """The claims on jobs' work of the Celery dispatcher built here, which a task renews when
+    it starts and releases when it ends (None: no Celery dispatcher was built, or the config
+    store keeps no leases)."""
     _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
@@ -179,8 +183,10 @@ def bootstrap(
             writer=writer,
             samples=samples,
         )
+        claims: WorkClaims | None = None
         if dispatcher is None and settings.dispatcher == "celery":
-            dispatcher = _celery_dispatcher(settings, celery_app, checkpoints)
+            claims = _work_claims(settings, checkpoints)
+            dispatcher = _celery_dispatcher(settings, celery_app, claims)
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
@@ -203,6 +209,7 @@ def bootstrap(
             telemetry,
             samples,
             history=history,
+            claims=claims,
             _opened=opened.pop_all(),
         )
 
@@ -307,13 +314,12 @@ def _tsdb(
     return reader, writer, samples
 
 
-def _celery_dispatcher(settings: Settings, app: Any, checkpoints: CheckpointStore) -> JobDispatcher:
-    """The Celery dispatcher, claiming each job's work in the config store's leases (when it
-    has them) so that the cluster queues the same work once."""
+def _celery_dispatcher(settings: Settings, app: Any, claims: WorkClaims | None) -> JobDispatcher:
+    """The Celery dispatcher, claiming each job's work in ``claims`` (the config store's leases,
+    when it has them) so that the cluster queues the same work once."""
     from openanomaly.adapters.celery.app import make_app
     from openanomaly.adapters.dispatch.celery import CeleryDispatcher
 
-    claims = _work_claims(settings, checkpoints)
     return CeleryDispatcher(app if app is not None else make_app(settings), claims=claims)
 
 
