@@ -71,6 +71,10 @@ class Container:
     """Reads back what the outputs already hold (recovery, ``backtest --write``)."""
     history: JobHistory = field(default_factory=MemoryJobHistory)
     """The run history: the config store's (SQL, MongoDB), else kept in this process."""
+    claims: WorkClaims | None = None
+    """The claims on jobs' work of the Celery dispatcher built here, which a task renews when
+    it starts and releases when it ends (None: no Celery dispatcher was built, or the config
+    store keeps no leases)."""
     _opened: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def close(self) -> None:
@@ -179,8 +183,10 @@ def bootstrap(
             writer=writer,
             samples=samples,
         )
+        claims: WorkClaims | None = None
         if dispatcher is None and settings.dispatcher == "celery":
-            dispatcher = _celery_dispatcher(settings, celery_app, checkpoints)
+            claims = _work_claims(settings, checkpoints)
+            dispatcher = _celery_dispatcher(settings, celery_app, claims)
         if dispatcher is None:
             from openanomaly.adapters.dispatch.threads import ThreadPoolDispatcher
 
@@ -203,6 +209,7 @@ def bootstrap(
             telemetry,
             samples,
             history=history,
+            claims=claims,
             _opened=opened.pop_all(),
         )
 
@@ -307,16 +314,24 @@ def _tsdb(
     return reader, writer, samples
 
 
-def _celery_dispatcher(settings: Settings, app: Any, checkpoints: CheckpointStore) -> JobDispatcher:
-    """The Celery dispatcher, claiming each job's work in the config store's leases (when it
-    has them) so that the cluster queues the same work once."""
-    from openanomaly.adapters.celery.app import claim_ttls, make_app
-    from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+def _celery_dispatcher(settings: Settings, app: Any, claims: WorkClaims | None) -> JobDispatcher:
+    """The Celery dispatcher, claiming each job's work in ``claims`` (the config store's leases,
+    when it has them) so that the cluster queues the same work once."""
+    from openanomaly.adapters.celery.app import make_app
+    from openanomaly.adapters.dispatch.celery import CeleryDispatcher
 
-    claims = None
-    if isinstance(checkpoints, LeaseStore):
-        claims = WorkClaims(checkpoints, claim_ttls(settings))
     return CeleryDispatcher(app if app is not None else make_app(settings), claims=claims)
+
+
+def _work_claims(settings: Settings, store: CheckpointStore) -> WorkClaims | None:
+    """Claims on jobs' work in ``store``'s leases; None when it keeps none. The one place that
+    decides whether a config store can hold the cluster's claims."""
+    if not isinstance(store, LeaseStore):
+        return None
+    from openanomaly.adapters.celery.app import claim_ttls
+    from openanomaly.adapters.dispatch.celery import WorkClaims
+
+    return WorkClaims(store, claim_ttls(settings))
 
 
 def _scheduler(
@@ -351,13 +366,10 @@ def claims_alone(settings: Settings) -> WorkClaims | None:
     """The work claims of a process that runs no job, over the config store alone (the
     worker's main process, which ends the claim of a task killed at its hard limit); the store
     stays open as long as the process. None when the store keeps no leases."""
-    from openanomaly.adapters.celery.app import claim_ttls
-    from openanomaly.adapters.dispatch.celery import WorkClaims
-
     with ExitStack() as opened:
         store = _config_store(settings, opened)
         opened.pop_all()
-    return WorkClaims(store, claim_ttls(settings)) if isinstance(store, LeaseStore) else None
+    return _work_claims(settings, store)
 
 
 def _config_store(settings: Settings, opened: ExitStack) -> _ConfigStore:

@@ -35,7 +35,8 @@ class RecordingService:
 class Container:
     def __init__(self) -> None:
         self.service = RecordingService()
-        self.dispatcher = None  # sends nothing: claims none
+        self.dispatcher = None  # sends nothing
+        self.claims = None  # claims none
 
 
 @pytest.fixture

@@ -47,6 +47,7 @@ def test_close_releases_the_client_the_database_the_workers_and_the_scheduler(
     store = checked.inner
     assert isinstance(store, SqlStore) and isinstance(c.scheduler, ApsScheduler)
     assert c.scheduler._sync_every == 3.0
+    assert c.claims is None  # leases in the store, but threads dispatch: no cluster to claim in
     store.list()
     assert store.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
     client = c.reader._client  # type: ignore[attr-defined]

@@ -191,8 +191,8 @@ def test_bootstrap_builds_the_celery_dispatcher_for_dispatcher_celery(tmp_path: 
     metrics = MemoryMetrics()
     with bootstrap(settings, reader=metrics, writer=metrics) as c:
         assert isinstance(c.dispatcher.inner, CeleryDispatcher)  # type: ignore[attr-defined]
-        assert tasks.claims(c) is not None  # claimed in the SQL store's leases
-        assert tasks.claims(c) is c.dispatcher.inner.claims  # type: ignore[attr-defined]
+        assert c.claims is not None  # claimed in the SQL store's leases
+        assert c.claims is c.dispatcher.inner.claims  # type: ignore[attr-defined]
 
 
 class Clock:
@@ -281,6 +281,7 @@ class FakeContainer:
     def __init__(self, service: ScriptedService, claims: WorkClaims | None = None) -> None:
         self.service = service
         self.dispatcher = CeleryDispatcher(RecordingApp(), claims=claims)
+        self.claims = claims
 
 
 @pytest.fixture

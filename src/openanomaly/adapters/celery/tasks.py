@@ -27,7 +27,7 @@ from celery.signals import worker_process_shutdown
 
 from openanomaly.adapters.celery.app import visibility_timeout
 from openanomaly.adapters.celery.payload import from_payload
-from openanomaly.adapters.dispatch.celery import CeleryDispatcher, WorkClaims
+from openanomaly.adapters.dispatch.celery import WorkClaims
 from openanomaly.bootstrap import Container, bootstrap, claims_alone
 from openanomaly.domain.records import Job
 from openanomaly.errors import OpenAnomalyError, PipelineBusy, TsdbUnavailable, WriteUncertain
@@ -70,12 +70,6 @@ def container(app: Any) -> Container:
         return _Process.container
 
 
-def claims(c: Any) -> WorkClaims | None:
-    """The claims of ``c``'s dispatcher (None: it keeps none, or it is not Celery's)."""
-    inner = getattr(c.dispatcher, "inner", c.dispatcher)  # under the HistoryDispatcher
-    return inner.claims if isinstance(inner, CeleryDispatcher) else None
-
-
 def _close(**_: object) -> None:
     with _Process.lock:
         if _Process.container is not None:
@@ -102,7 +96,7 @@ class JobTask(Task):  # type: ignore[misc]  # celery is untyped
         kept while a retry waits."""
         job = from_payload(payload, kind)
         box = container(self.app)
-        held = claims(box)
+        held = box.claims
         if held is not None:
             held.renew(job)
         retrying = False
