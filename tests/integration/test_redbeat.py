@@ -119,14 +119,26 @@ def entries(r: Redis) -> dict[str, dict[str, object]]:
     client = redis.Redis.from_url(r.url, decode_responses=True)
     prefix = key_prefix(r.prefix)
     try:
+        # One snapshot (a script runs atomically): read as two steps, a beat deleting an entry
+        # between them would look like an entry without a definition.
+        flat = client.eval(_SNAPSHOT, 1, f"{prefix}:schedule")
         out = {}
-        for key in map(str, client.zrange(f"{prefix}:schedule", 0, -1)):
-            definition = client.hget(key, "definition")
+        for key, definition in zip(flat[::2], flat[1::2], strict=True):
             assert definition, f"{key} is in the schedule without a definition"
             out[key[len(prefix) :]] = json.loads(definition)
         return out
     finally:
         client.close()
+
+
+_SNAPSHOT = """
+local out = {}
+for _, key in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  table.insert(out, key)
+  table.insert(out, redis.call('HGET', key, 'definition') or '')
+end
+return out
+"""
 
 
 def sent_ticks(r: Redis) -> list[list[object]]:
