@@ -485,9 +485,9 @@ def _regime(
     quantile, mark = marks[:, :1], marks[:, 1]
     if values.shape[1] < _REGIME_POINTS - 1 or not np.isfinite(mark).any():
         return half
-    with np.errstate(invalid="ignore"):
-        beyond = side * (values - quantile) > 0  # NaN: not beyond
-    counts = _window_counts(beyond[:, -(2 * _REGIME_POINTS - 1) :])
+    with np.errstate(invalid="ignore"):  # NaN: not beyond
+        beyond = side * (values[:, -(2 * _REGIME_POINTS - 1) :] - quantile) > 0
+    counts = _window_counts(beyond)
     recent = beyond[:, -(_REGIME_POINTS - 1) :].sum(axis=1)
     with np.errstate(invalid="ignore"):
         crossing = (recent + 1 >= mark) & (counts[:, -_REGIME_POINTS:].max(axis=1) < mark)
