@@ -188,6 +188,7 @@ class _Clock:
     fit = 0.0
     read = 0.0
     fits = 0
+    depth = 0  # fits under way: a model fitting candidates (auto) is timed once, not twice
 
 
 class _TimedModel:
@@ -198,10 +199,15 @@ class _TimedModel:
         self.requires_fit = model.requires_fit
 
     def fit(self, history: SeriesBatch) -> _TimedModel:
-        began = time.perf_counter()
-        self._model = self._model.fit(history)
-        self._clock.fit += time.perf_counter() - began
-        self._clock.fits += 1
+        began, clock = time.perf_counter(), self._clock
+        clock.depth += 1
+        try:
+            self._model = self._model.fit(history)
+        finally:
+            clock.depth -= 1
+        if not clock.depth:
+            clock.fit += time.perf_counter() - began
+            clock.fits += 1
         return self
 
     def __getattr__(self, name: str) -> Any:
