@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -343,13 +344,45 @@ class TestMongomock(
     JobHistoryContract,
 ):
     @pytest.fixture
-    def backend(self) -> Iterator[Backend]:
+    def backend(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
         import mongomock
 
+        _atomic_operations(monkeypatch, mongomock.collection.Collection)
         client: Any = mongomock.MongoClient()  # one "server": every store opened shares it
         yield from backend(
             lambda clock: MongoStore(client=client, database="oa", clock=clock), mongo_interleave
         )
+
+
+def _atomic_operations(monkeypatch: pytest.MonkeyPatch, collection: type) -> None:
+    """Make each of mongomock's collection operations atomic, as a MongoDB server applies one
+    operation on a document: mongomock runs ``find_one_and_update`` as a find then an update in
+    Python, so two threads racing for a lease could both match the free document (seen in CI:
+    ``[0, 3] all hold the lease``). Two operations in a row still interleave, as they do on a
+    server, so a store that read and then wrote would still lose the race test."""
+    lock = threading.RLock()  # reentrant: an operation may call another one inside it
+    for name in (
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "insert_one",
+        "insert_many",
+        "delete_one",
+        "delete_many",
+        "find_one",
+        "count_documents",
+        "bulk_write",
+    ):
+        original = getattr(collection, name)
+
+        def atomic(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            with lock:
+                return _original(*args, **kwargs)
+
+        monkeypatch.setattr(collection, name, atomic)
 
 
 def test_a_released_claim_leaves_no_mongo_document_and_a_pipeline_keeps_its_own() -> None:
