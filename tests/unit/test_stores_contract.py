@@ -347,7 +347,7 @@ class TestMongomock(
     def backend(self, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
         import mongomock
 
-        _atomic_operations(monkeypatch, mongomock.collection.Collection)
+        _atomic_operations(monkeypatch, mongomock.Collection)
         client: Any = mongomock.MongoClient()  # one "server": every store opened shares it
         yield from backend(
             lambda clock: MongoStore(client=client, database="oa", clock=clock), mongo_interleave
