@@ -458,11 +458,20 @@ def _regime_marks(values: FloatArray) -> FloatArray:
     seen = np.isfinite(values).any(axis=1)
     if t < _REGIME_POINTS or not seen.any():
         return marks
-    q = seasonal.quantiles(values[seen], np.array([_REGIME_QUANTILE, 1.0 - _REGIME_QUANTILE]))
-    for side, beyond in enumerate((values[seen] > q[:, :1], values[seen] < q[:, 1:])):
-        marks[seen, side, 0] = q[:, side]
-        marks[seen, side, 1] = _window_counts(beyond).max(axis=1) + _REGIME_MARGIN
+    x = values[seen]
+    q = seasonal.quantiles(x, np.array([_REGIME_QUANTILE, 1.0 - _REGIME_QUANTILE]))
+    for k, side in enumerate((1.0, -1.0)):
+        marks[seen, k, 0] = q[:, k]
+        counts = _window_counts(_beyond(x, q[:, k : k + 1], side))
+        marks[seen, k, 1] = counts.max(axis=1) + _REGIME_MARGIN
     return marks
+
+
+def _beyond(values: FloatArray, quantile: FloatArray, side: float) -> npt.NDArray[np.bool_]:
+    """Which values lie beyond ``quantile`` (``(rows, 1)``) on ``side`` (1 above, -1 below);
+    NaN is not beyond."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(side * (values - quantile) > 0)
 
 
 def _window_counts(flags: npt.NDArray[np.bool_]) -> IntArray:
@@ -485,11 +494,10 @@ def _regime(
     quantile, mark = marks[:, :1], marks[:, 1]
     if values.shape[1] < _REGIME_POINTS - 1 or not np.isfinite(mark).any():
         return half
-    with np.errstate(invalid="ignore"):  # NaN: not beyond
-        beyond = side * (values[:, -(2 * _REGIME_POINTS - 1) :] - quantile) > 0
+    beyond = _beyond(values[:, -(2 * _REGIME_POINTS - 1) :], quantile, side)
     counts = _window_counts(beyond)
     recent = beyond[:, -(_REGIME_POINTS - 1) :].sum(axis=1)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # a NaN mark: no check
         crossing = (recent + 1 >= mark) & (counts[:, -_REGIME_POINTS:].max(axis=1) < mark)
     edge = np.fmax(side * (quantile - yhat), _REGIME_KEEP * half)
     return np.where(crossing[:, None], np.fmin(half, edge), half)
