@@ -14,6 +14,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from openanomaly.domain.scoring import Scored
+from openanomaly.domain.series import SeriesBatch
+from openanomaly.plot import plot_scored
 from openanomaly.quality.nab import (
     PROFILES,
     EventStats,
@@ -41,6 +44,7 @@ class FileRun:
     fits: int
     infer_seconds: float
     windows: int  # inference windows replayed
+    band: np.ndarray | None = None  # (3, rows): the written yhat, lower and upper per CSV row
 
     @property
     def category(self) -> str:
@@ -155,7 +159,43 @@ def dump(runs: Sequence[FileRun], root: Path, data: Path) -> int:
     for r in runs:
         frame = pd.read_csv(data / r.file)
         frame["anomaly_score"] = np.nan_to_num(r.score, nan=0.0)
-        out = root / re.sub(r"[^A-Za-z0-9_.-]+", "_", r.engine) / r.file
+        out = root / _folder(r.engine) / r.file
         out.parent.mkdir(parents=True, exist_ok=True)
         frame[["timestamp", "value", "anomaly_score"]].to_csv(out, index=False)
     return len(runs)
+
+
+def plots(runs: Sequence[FileRun], root: Path, data: Path) -> int:
+    """Write ``root/<engine>/<category>/<file>.png`` (the series, its band, the rows flagged, the
+    score, the labelled windows shaded) and, beside it, ``<file>.csv``
+    (``timestamp,value,yhat,lower,upper,anomaly_score`` per row of the data file, empty where
+    nothing was scored) for every run that kept its band. Returns how many files were drawn."""
+    drawn = 0
+    for r in runs:
+        if r.band is None:
+            continue
+        frame = pd.read_csv(data / r.file)
+        ts = np.asarray(pd.to_datetime(frame["timestamp"]), dtype="datetime64[s]").astype(np.int64)
+        frame["yhat"], frame["lower"], frame["upper"] = r.band
+        frame["anomaly_score"] = r.score
+        out = root / _folder(r.engine) / r.file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out, index=False, columns=_BAND_COLUMNS)
+        batch = SeriesBatch(({"__name__": "value", "file": r.file},), ts, frame[["value"]].T.values)
+        scored = Scored(r.score[None, :], *(b[None, :] for b in r.band))
+        s = score_file(detections(r.score, THRESHOLD), r.labels)
+        title = (
+            f"{r.engine} {r.file}: NAB standard {_fmt(nab([r], THRESHOLD))}, windows found {s.tp} "
+            f"of {s.tp + s.fn}, {s.fp} flagged rows outside them"
+        )
+        spans = [(int(ts[a]), int(ts[b])) for a, b in r.labels.windows]
+        plot_scored(batch, scored, out.with_suffix(".png"), title=title, spans=spans)
+        drawn += 1
+    return drawn
+
+
+_BAND_COLUMNS = ["timestamp", "value", "yhat", "lower", "upper", "anomaly_score"]
+
+
+def _folder(engine: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", engine)

@@ -15,9 +15,12 @@ alert-start count (the first row of each run only) beside them. Each engine runs
 defaults and one pipeline configuration for every file (``PIPELINE``): no per-file tuning.
 
 ``--dump DIR`` writes ``DIR/<engine>/<category>/<file>.csv`` (``timestamp,value,anomaly_score``,
-every row of the data file, 0 in the learning period) for NAB's own scorer. A calibration check
-follows (``--calibrate``, the default engine unless told): on clean synthetic series the share of
-points above 1 against the ``1 - interval`` the band promises, short histories included.
+every row of the data file, 0 in the learning period) for NAB's own scorer. ``--plots DIR``
+draws each backtest there (``<file>.png``: the series, its band, the flagged rows, the score, the
+labelled windows shaded) beside its band per row (``<file>.csv``), to see where points are lost.
+A calibration check follows (``--calibrate``, the default engine unless told): on clean synthetic
+series the share of points above 1 against the ``1 - interval`` the band promises, short
+histories included.
 
     uv run python -m bench.quality                                   # the default engine set
     uv run python -m bench.quality --engines builtin:profile statsforecast:AutoETS
@@ -25,6 +28,7 @@ points above 1 against the ``1 - interval`` the band promises, short histories i
     uv run python -m bench.quality --engines neuralforecast --files 'artificialNoAnomaly/*'
     uv run python -m bench.quality --engines chronos:/path/to/chronos-bolt-small  # local weights
     uv run python -m bench.quality --engines builtin:profile --dump /tmp/nab-results
+    uv run python -m bench.quality --files 'realKnownCause/*' --engines auto --plots /tmp/plots
 
 The default set runs every engine that needs no weights and no network training, in about an
 hour on two cores (pyod and mlforecast take about 25 minutes each on one core, darts 6,
@@ -59,7 +63,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tests.servers import start_victoriametrics
 
 from bench._calibration import CALIBRATION_LEGEND, calibration_table
-from bench._quality_report import FileRun, dump, report
+from bench._quality_report import FileRun, dump, plots, report
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.outputs import build_outputs
@@ -255,6 +259,10 @@ def run_file(url: str, engine: str, file: NabFile, index: int) -> FileRun:
     httpx.get(f"{url}/internal/force_flush", timeout=30).raise_for_status()
     back = reader.query_range(f'anomaly_score{{pipeline="{pipeline.id}"}}', start, end, file.step)
     reader.close()
+    scored, stamps = result.scored, result.batch.timestamps
+    band = np.stack(
+        [_at_rows(stamps, a[0], grid) for a in (scored.yhat, scored.lower, scored.upper)]
+    )
     return FileRun(
         engine=engine,
         file=file.name,
@@ -264,18 +272,24 @@ def run_file(url: str, engine: str, file: NabFile, index: int) -> FileRun:
         fits=clock.fits,
         infer_seconds=wall - clock.fit - clock.read,
         windows=result.windows,
+        band=band,
     )
 
 
 def _per_row(back: SeriesBatch, grid: np.ndarray) -> np.ndarray:
     """The read-back score at each CSV row's grid point (NaN where none was written)."""
-    score = np.full(grid.size, np.nan)
     if len(back) != 1:
-        return score
-    idx = np.clip(np.searchsorted(back.timestamps, grid), 0, max(back.timestamps.size - 1, 0))
-    ok = back.timestamps.size > 0 and back.timestamps[idx] == grid
-    score[ok] = back.values[0, idx[ok]]
-    return score
+        return np.full(grid.size, np.nan)
+    return _at_rows(back.timestamps, back.values[0], grid)
+
+
+def _at_rows(timestamps: np.ndarray, values: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``values`` (at ``timestamps``) at each CSV row's grid point (NaN where none is)."""
+    out = np.full(grid.size, np.nan)
+    idx = np.clip(np.searchsorted(timestamps, grid), 0, max(timestamps.size - 1, 0))
+    ok = timestamps.size > 0 and timestamps[idx] == grid
+    out[ok] = values[idx[ok]]
+    return out
 
 
 def run_all(url: str, engines: Sequence[str], files: Sequence[NabFile], jobs: int) -> list[FileRun]:
@@ -321,6 +335,9 @@ def main() -> None:
     ap.add_argument("--per-file", action="store_true", help="also print one row per file")
     ap.add_argument("--dump", type=Path, help="write the per-row scores NAB's scorer reads here")
     ap.add_argument(
+        "--plots", type=Path, help="write a PNG and the band (CSV) of every backtest here"
+    )
+    ap.add_argument(
         "--calibrate",
         nargs="*",
         default=["builtin:profile"],
@@ -346,6 +363,8 @@ def main() -> None:
     report(runs, engines=args.engines, per_file=args.per_file)
     if args.dump:
         print(f"wrote {dump(runs, args.dump, args.data)} score files under {args.dump}")
+    if args.plots:
+        print(f"drew {plots(runs, args.plots, args.data)} backtests under {args.plots}")
     if args.calibrate:
         console = Console(width=220)
         console.print(calibration_table(args.calibrate))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,24 +36,39 @@ def plot_backtest(result: BacktestResult, path: Path, *, max_series: int = 4) ->
 
 
 def plot_scored(
-    batch: SeriesBatch, scored: Scored, path: Path, *, title: str, max_series: int = 4
+    batch: SeriesBatch,
+    scored: Scored,
+    path: Path,
+    *,
+    title: str,
+    max_series: int = 4,
+    spans: Sequence[tuple[int, int]] = (),
 ) -> Path:
     """Save :func:`draw_scored`'s figure as a PNG at ``path``."""
     import matplotlib.pyplot as plt
 
-    fig = draw_scored(batch, scored, title=title, max_series=max_series)
+    fig = draw_scored(batch, scored, title=title, max_series=max_series, spans=spans)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def draw_scored(batch: SeriesBatch, scored: Scored, *, title: str, max_series: int = 4) -> Figure:
+def draw_scored(
+    batch: SeriesBatch,
+    scored: Scored,
+    *,
+    title: str,
+    max_series: int = 4,
+    spans: Sequence[tuple[int, int]] = (),
+) -> Figure:
     """Actual, forecast band and flagged points above, the score below, for the ``max_series``
-    series with the highest peak score."""
+    series with the highest peak score; ``spans`` (unix seconds, inclusive) are shaded on
+    every panel: labelled anomaly windows, say."""
     import matplotlib  # a core dependency, imported only when a plot is drawn
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     peaks = np.nanmax(np.nan_to_num(scored.score, nan=0.0), axis=1, initial=0.0)
@@ -88,6 +104,18 @@ def draw_scored(batch: SeriesBatch, scored: Scored, *, title: str, max_series: i
         sax.set_ylabel("anomaly score", fontsize=8)
         peak = float(np.nanmax(s, initial=0.0))
         sax.set_ylim(0, min(max(2.0, peak * 1.1), 20.0))
+        for k, (a, b) in enumerate(spans):
+            # matplotlib.dates has no annotations on date2num
+            left, right = (mdates.date2num(datetime.fromtimestamp(t, UTC)) for t in (a, b))  # type: ignore[no-untyped-call]
+            for axis in (ax, sax):
+                axis.axvspan(
+                    left,
+                    right,
+                    color="tab:orange",
+                    alpha=0.15,
+                    lw=0,
+                    label="labelled window" if axis is ax and not k else None,
+                )
     for ax in axes[:-1]:
         ax.tick_params(labelbottom=False)
     time_axis(axes[-1])

@@ -31,3 +31,9 @@ def test_one_nab_file_end_to_end(victoriametrics: TsdbServer) -> None:
     flagged = np.flatnonzero(np.nan_to_num(run.score) > 1)
     assert flagged.size and np.all((flagged >= left) & (flagged <= right))
     assert 50 < nab([run], 1.0) <= 100 and not math.isnan(nab([run], 1.0))
+    # The band kept for the plots is the written one: a row read back above 1 lies outside it.
+    assert run.band is not None
+    yhat, lower, upper = run.band
+    assert np.array_equal(np.isnan(yhat), ~scored)
+    outside = (file.values > upper) | (file.values < lower)
+    assert np.array_equal(outside[scored], run.score[scored] > 1)
