@@ -181,8 +181,12 @@ def plots(runs: Sequence[FileRun], root: Path, data: Path) -> int:
         out = root / _folder(r.engine) / r.file
         out.parent.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out, index=False, columns=_BAND_COLUMNS)
-        batch = SeriesBatch(({"__name__": "value", "file": r.file},), ts, frame[["value"]].T.values)
-        scored = Scored(r.score[None, :], *(b[None, :] for b in r.band))
+        # A few NAB files step back in time (a clock reset): drawn are the rows after every
+        # earlier one, as the grid reads them.
+        ahead = ts > np.maximum.accumulate(np.concatenate([[np.iinfo(np.int64).min], ts[:-1]]))
+        values = frame["value"].to_numpy(float)[None, ahead]
+        batch = SeriesBatch(({"__name__": "value", "file": r.file},), ts[ahead], values)
+        scored = Scored(r.score[None, ahead], *(b[None, ahead] for b in r.band))
         s = score_file(detections(r.score, THRESHOLD), r.labels)
         title = (
             f"{r.engine} {r.file}: NAB standard {_fmt(nab([r], THRESHOLD))}, windows found {s.tp} "

@@ -44,6 +44,8 @@ def data_file(root: Path) -> tuple[Path, list[str]]:
     data = root / "data"
     (data / "kind").mkdir(parents=True)
     stamps = pd.date_range("2024-01-01", periods=N, freq="5min").strftime("%Y-%m-%d %H:%M:%S")
+    stamps = stamps.insert(150, stamps[140])  # a clock that stepped back, as in some NAB files
+    stamps = stamps.delete(151)
     pd.DataFrame({"timestamp": stamps, "value": np.arange(N, dtype=float)}).to_csv(
         data / "kind" / "a.csv", index=False
     )
