@@ -51,6 +51,11 @@ class FileRun:
         return self.file.split("/")[0]
 
 
+def seconds(stamps: Sequence[str] | pd.Series) -> np.ndarray:
+    """NAB's timestamps (``YYYY-MM-DD HH:MM:SS``, UTC) as unix seconds."""
+    return np.asarray(pd.to_datetime(stamps), dtype="datetime64[s]").astype(np.int64)
+
+
 def nab(
     runs: Sequence[FileRun], threshold: float, *, mode: Mode = "row", profile: str = "standard"
 ) -> float:
@@ -175,7 +180,7 @@ def plots(runs: Sequence[FileRun], root: Path, data: Path) -> int:
         if r.band is None:
             continue
         frame = pd.read_csv(data / r.file)
-        ts = np.asarray(pd.to_datetime(frame["timestamp"]), dtype="datetime64[s]").astype(np.int64)
+        ts = seconds(frame["timestamp"])
         frame["yhat"], frame["lower"], frame["upper"] = r.band
         frame["anomaly_score"] = r.score
         out = root / _folder(r.engine) / r.file
@@ -189,7 +194,7 @@ def plots(runs: Sequence[FileRun], root: Path, data: Path) -> int:
         scored = Scored(r.score[None, ahead], *(b[None, ahead] for b in r.band))
         s = score_file(detections(r.score, THRESHOLD), r.labels)
         title = (
-            f"{r.engine} {r.file}: NAB standard {_fmt(nab([r], THRESHOLD))}, windows found {s.tp} "
+            f"{r.engine} {r.file}: NAB standard {_fmt(normalised([s]))}, windows found {s.tp} "
             f"of {s.tp + s.fn}, {s.fp} flagged rows outside them"
         )
         spans = [(int(ts[a]), int(ts[b])) for a, b in r.labels.windows]

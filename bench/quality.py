@@ -63,7 +63,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tests.servers import start_victoriametrics
 
 from bench._calibration import CALIBRATION_LEGEND, calibration_table
-from bench._quality_report import FileRun, dump, plots, report
+from bench._quality_report import FileRun, dump, plots, report, seconds
 from openanomaly.adapters.prometheus.reader import PrometheusReader
 from openanomaly.adapters.prometheus.remote_write import RemoteWriteWriter
 from openanomaly.domain.outputs import build_outputs
@@ -138,10 +138,6 @@ class NabFile:
         return -(-self.timestamps // self.step) * self.step
 
 
-def _seconds(stamps: Sequence[str] | pd.Series) -> np.ndarray:
-    return np.asarray(pd.to_datetime(stamps), dtype="datetime64[s]").astype(np.int64)
-
-
 def load_corpus(root: Path, patterns: Sequence[str]) -> list[NabFile]:
     """The NAB files matching any of ``patterns`` (``category/file.csv`` globs)."""
     windows = json.loads((root / "combined_windows.json").read_text())
@@ -149,8 +145,8 @@ def load_corpus(root: Path, patterns: Sequence[str]) -> list[NabFile]:
     files = []
     for name in names:
         frame = pd.read_csv(root / name)
-        ts = _seconds(frame["timestamp"])
-        spans = [(int(a), int(b)) for a, b in (_seconds(w) for w in windows[name])]
+        ts = seconds(frame["timestamp"])
+        spans = [(int(a), int(b)) for a, b in (seconds(w) for w in windows[name])]
         step = int(np.median(np.diff(ts)))  # 5 minutes mostly; hourly and half-hourly too
         labels = Labels.from_timestamps(ts, spans)
         files.append(NabFile(name, ts, frame["value"].to_numpy(float), labels, step))

@@ -74,6 +74,9 @@ def draw_scored(
     peaks = np.nanmax(np.nan_to_num(scored.score, nan=0.0), axis=1, initial=0.0)
     rows = np.argsort(-peaks, kind="stable")[:max_series]
     times = np.array([datetime.fromtimestamp(int(t), UTC) for t in batch.timestamps])
+    # matplotlib.dates has no annotations on date2num
+    to_num = mdates.date2num
+    shaded = [[to_num(datetime.fromtimestamp(t, UTC)) for t in s] for s in spans]  # type: ignore[no-untyped-call]
     fig = plt.figure(figsize=(12, 3.2 * len(rows) + 0.8), layout="constrained")
     fig.get_layout_engine().set(h_pad=0.01)  # type: ignore[union-attr,call-arg]
     # A series' value and score panels close together, the series further apart.
@@ -104,9 +107,7 @@ def draw_scored(
         sax.set_ylabel("anomaly score", fontsize=8)
         peak = float(np.nanmax(s, initial=0.0))
         sax.set_ylim(0, min(max(2.0, peak * 1.1), 20.0))
-        for k, (a, b) in enumerate(spans):
-            # matplotlib.dates has no annotations on date2num
-            left, right = (mdates.date2num(datetime.fromtimestamp(t, UTC)) for t in (a, b))  # type: ignore[no-untyped-call]
+        for k, (left, right) in enumerate(shaded):
             for axis in (ax, sax):
                 axis.axvspan(
                     left,
